@@ -1,0 +1,93 @@
+"""The SAM module: image encoder, prompt encoder and mask decoder, plus SAM's own pre- and
+post-processing of images and masks."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+
+# SAM's normalisation, on the 0-255 scale, RGB order.
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    """Segment Anything.
+
+    LISA calls the three parts directly: the image encoder once per image, the prompt encoder
+    with ``text_embeds``, the mask decoder with all of an image's prompts at once.
+
+    Args:
+        image_encoder: image -> [B, 256, grid, grid] embedding.
+        prompt_encoder: prompts -> sparse and dense embeddings.
+        mask_decoder: embeddings -> low-resolution mask logits and IoU scores.
+        pixel_mean, pixel_std: per-channel normalisation of 0-255 RGB images.
+    """
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(
+        self,
+        *,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN,
+        pixel_std: tuple[float, float, float] = SAM_PIXEL_STD,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        # Non-persistent: the official checkpoints do not hold them.
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False
+        )
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square, padded encoder input."""
+        return self.image_encoder.img_size
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise a resized image and zero-pad it bottom/right to the encoder input size.
+
+        Args:
+            x: [B, 3, h, w] or [3, h, w] RGB on the 0-255 scale (any dtype), with
+                max(h, w) <= image_size (already resized so the longest side fits).
+
+        Returns:
+            [..., 3, image_size, image_size] in the dtype of the pixel_mean buffer; the padding
+            is zero after normalisation.
+        """
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
+
+    def postprocess_masks(
+        self,
+        masks: torch.Tensor,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Bring low-resolution mask logits back to the original image.
+
+        Args:
+            masks: [n, C, 4*grid, 4*grid] logits from the mask decoder.
+            input_size: (h', w') of the resized image before padding.
+            original_size: (H, W) of the original image.
+
+        Returns:
+            [n, C, H, W] logits, in the dtype of `masks`.
+        """
+        masks = F.interpolate(
+            masks, (self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        masks = masks[..., : int(input_size[0]), : int(input_size[1])]
+        original_size = (int(original_size[0]), int(original_size[1]))
+        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
