@@ -1,0 +1,643 @@
+"""LISA: a LLaVA-style multimodal LLaMA whose ``[SEG]`` tokens are decoded into masks by SAM.
+
+Read this file top to bottom: the model (``LisaModel``: LLaMA + CLIP tower + projector + SAM +
+``text_hidden_fcs``), the causal-LM head with the training / validation forward
+(``LISAForCausalLM.model_forward``) and generation (``evaluate``), then loading.
+
+Sequence convention. ``input_ids`` carry one sentinel (``IMAGE_TOKEN_INDEX`` = -200) where the
+image goes. The model expands each sentinel into as many positions as the vision tower yields
+features, and every later step (image features, labels, ``[SEG]`` positions) is a mask over that
+expanded sequence: there is no fixed offset anywhere.
+
+Which hidden state feeds a mask. The released weights were trained with the hidden state of the
+token *immediately before* each ``[SEG]`` (the position whose logits predict ``[SEG]``), taken
+from the LLM's final RMSNorm output, then projected by ``text_hidden_fcs``. We keep that
+convention, so released checkpoints give the masks they were trained to give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionConfig, DynamicCache, LlamaForCausalLM, LlamaModel
+from transformers.utils import ModelOutput
+
+from model.checkpoint_files import read_checkpoint_shapes, read_tensor_shapes
+from model.config import LisaConfig
+from model.losses import mask_losses
+from model.segment_anything import (
+    SamConfig,
+    build_sam,
+    build_sam_vit_h,
+    load_sam_checkpoint,
+    sam_config_from_state_dict,
+)
+from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
+from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+
+logger = logging.getLogger(__name__)
+
+SAM_PREFIX = "model.visual_model."
+VISION_TOWER_PREFIX = "model.vision_tower."
+
+
+@dataclass
+class LisaOutput(ModelOutput):
+    """What ``model_forward`` returns (dict and attribute access).
+
+    Training: the losses (scalars). Inference: ``pred_masks`` / ``gt_masks``, one [n_i, H_i, W_i]
+    tensor per image (mask logits; binarise with ``> 0``). The remaining fields are there for
+    inspection: logits only when ``output_logits=True``.
+    """
+
+    loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    mask_bce_loss: torch.Tensor | None = None
+    mask_dice_loss: torch.Tensor | None = None
+    mask_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pred_masks: list[torch.Tensor] | None = None
+    gt_masks: list[torch.Tensor] | None = None
+    last_hidden_state: torch.Tensor | None = None
+    seg_token_mask: torch.Tensor | None = None
+    pred_embeddings: torch.Tensor | None = None
+
+
+@dataclass
+class MultimodalInputs:
+    """A batch after image-token expansion; every tensor is [N, L_expanded, ...]."""
+
+    expanded_ids: torch.Tensor  # (N, Lx) ids, IMAGE_TOKEN_INDEX at image-feature positions
+    inputs_embeds: torch.Tensor  # (N, Lx, H)
+    attention_mask: torch.Tensor  # (N, Lx) bool
+    labels: torch.Tensor | None  # (N, Lx) with IGNORE_INDEX at image positions
+
+
+class LisaModel(LlamaModel):
+    """LLaMA decoder plus LLaVA's vision modules and LISA's SAM and ``[SEG]`` projection."""
+
+    config_class = LisaConfig
+
+    def __init__(self, config: LisaConfig) -> None:
+        super().__init__(config)
+        vision_config = _vision_config_of(config)
+        self.vision_tower = CLIPVisionTower(
+            vision_config,
+            select_layer=config.mm_vision_select_layer,
+            select_feature=config.mm_vision_select_feature,
+        )
+        self.mm_projector = build_projector(
+            config.mm_projector_type,
+            config.mm_hidden_size or vision_config.hidden_size,
+            config.hidden_size,
+        )
+        sam_config = SamConfig(**config.sam_config) if config.sam_config else None
+        self.visual_model = build_sam(sam_config) if sam_config else build_sam_vit_h()
+        hidden = config.hidden_size
+        # Nested Sequential only to keep the released parameter names (text_hidden_fcs.0.{0,2}).
+        self.text_hidden_fcs = nn.Sequential(
+            nn.Sequential(
+                nn.Linear(hidden, hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, config.out_dim),
+                nn.Dropout(0.0),
+            )
+        )
+        self.post_init()
+
+    def get_image_features(self, images_clip: torch.Tensor) -> torch.Tensor:
+        """images_clip [B, 3, s, s] -> projected features [B, T, hidden] (T = CLIP patches)."""
+        features = self.vision_tower(images_clip)  # (B, T, C_clip), no gradient
+        features = features.to(self.mm_projector_dtype)
+        return self.mm_projector(features)
+
+    @property
+    def mm_projector_dtype(self) -> torch.dtype:
+        return next(self.mm_projector.parameters()).dtype
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision_tower.num_patches
+
+
+class LISAForCausalLM(LlamaForCausalLM):
+    """LISA with the original's public surface (``model_forward``, ``evaluate``, ``from_pretrained``)."""
+
+    config_class = LisaConfig
+    # transformers 4.31 saved the rotary inv_freq buffers; later versions compute them.
+    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
+
+    def __init__(self, config: LisaConfig) -> None:
+        super().__init__(config)
+        self.model = LisaModel(config)
+        self.post_init()
+
+    def get_model(self) -> LisaModel:
+        return self.model
+
+    @property
+    def seg_token_idx(self) -> int:
+        if self.config.seg_token_idx is None:
+            raise ValueError(
+                "the [SEG] token id is unknown: pass seg_token_idx= (the tokenizer's id of [SEG])"
+            )
+        return self.config.seg_token_idx
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs: image-token expansion
+
+    def prepare_multimodal_inputs(
+        self,
+        input_ids: torch.Tensor,
+        image_features: torch.Tensor,
+        conversation_to_image: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> MultimodalInputs:
+        """Expand each image sentinel into the image's features.
+
+        Args:
+            input_ids: [N, L] right-padded ids with IMAGE_TOKEN_INDEX where the image goes.
+            image_features: [B, T, H] projected features, one row per image.
+            conversation_to_image: [N] index of the image each conversation is about.
+            attention_mask: [N, L] (all ones when None).
+            labels: [N, L] or None.
+        """
+        num_rows = input_ids.shape[0]
+        num_tokens = image_features.shape[1]
+        is_image = input_ids == IMAGE_TOKEN_INDEX  # (N, L)
+        repeats = torch.where(is_image, num_tokens, 1)  # (N, L)
+        lengths = repeats.sum(1).tolist()
+        flat_repeats = repeats.flatten()
+        pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+
+        def expand(values: torch.Tensor, fill: int | bool) -> torch.Tensor:
+            rows = values.flatten().repeat_interleave(flat_repeats).split(lengths)
+            return nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=fill)
+
+        expanded_ids = expand(input_ids, pad_id)  # (N, Lx)
+        expanded_mask = expand(attention_mask.bool(), False)
+        expanded_labels = None
+        if labels is not None:
+            expanded_labels = expand(labels, IGNORE_INDEX)
+            expanded_labels = expanded_labels.masked_fill(
+                expanded_ids == IMAGE_TOKEN_INDEX, IGNORE_INDEX
+            )
+
+        image_positions = expanded_ids == IMAGE_TOKEN_INDEX  # (N, Lx)
+        embed = self.model.embed_tokens
+        inputs_embeds = embed(expanded_ids.masked_fill(image_positions, pad_id))  # (N, Lx, H)
+        sentinels_per_row = is_image.sum(1)  # (N,)
+        if sentinels_per_row.any():
+            source_images = conversation_to_image.repeat_interleave(sentinels_per_row)
+            features = image_features[source_images].to(inputs_embeds.dtype)  # (n_sentinels, T, H)
+            expected = int(image_positions.sum())
+            if features.shape[0] * features.shape[1] != expected:
+                raise ValueError(
+                    f"{expected} image positions but {features.shape[0] * num_tokens} image features"
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(image_positions.unsqueeze(-1), features)
+        assert expanded_ids.shape[0] == num_rows
+        return MultimodalInputs(expanded_ids, inputs_embeds, expanded_mask, expanded_labels)
+
+    def seg_token_mask(
+        self, expanded_ids: torch.Tensor, num_positions: int | None = None
+    ) -> torch.Tensor:
+        """[N, P] bool: positions whose hidden state feeds a mask (the token before each [SEG])."""
+        num_positions = expanded_ids.shape[1] if num_positions is None else num_positions
+        mask = torch.zeros(
+            expanded_ids.shape[0], num_positions, dtype=torch.bool, device=expanded_ids.device
+        )
+        following = expanded_ids[:, 1 : num_positions + 1] == self.seg_token_idx
+        mask[:, : following.shape[1]] = following
+        return mask
+
+    # ------------------------------------------------------------------------------------------
+    # Masks
+
+    def decode_masks(
+        self,
+        images: torch.Tensor,
+        embeddings_per_image: Sequence[torch.Tensor],
+        resize_list: Sequence[Sequence[int]],
+        original_sizes: Sequence[Sequence[int]],
+    ) -> list[torch.Tensor]:
+        """SAM decoding of the projected [SEG] states.
+
+        Args:
+            images: [B, 3, S, S] SAM inputs (normalised, padded).
+            embeddings_per_image: B tensors [n_i, out_dim].
+            resize_list: (h', w') of each image inside the S x S input.
+            original_sizes: (H, W) to return the masks at.
+        Returns:
+            B tensors [n_i, H_i, W_i] of mask logits.
+        """
+        sam = self.model.visual_model
+        encoder = sam.image_encoder
+        encoder_dtype = next(encoder.parameters()).dtype
+        train_encoder = torch.is_grad_enabled() and any(
+            p.requires_grad for p in encoder.parameters()
+        )
+        dense_pe = sam.prompt_encoder.get_dense_pe()
+        masks = []
+        for i, embeddings in enumerate(embeddings_per_image):
+            height, width = (int(v) for v in original_sizes[i])
+            if embeddings.shape[0] == 0:  # no [SEG] for this image: skip the image encoder
+                masks.append(embeddings.new_zeros(0, height, width))
+                continue
+            with torch.set_grad_enabled(train_encoder):
+                image_embedding = encoder(images[i : i + 1].to(encoder_dtype))  # (1, 256, g, g)
+            embeddings = embeddings.to(image_embedding.dtype)
+            sparse, dense = sam.prompt_encoder(
+                points=None, boxes=None, masks=None, text_embeds=embeddings.unsqueeze(1)
+            )
+            low_res, _ = sam.mask_decoder(
+                image_embeddings=image_embedding,
+                image_pe=dense_pe.to(image_embedding.dtype),
+                sparse_prompt_embeddings=sparse.to(image_embedding.dtype),
+                dense_prompt_embeddings=dense.to(image_embedding.dtype),
+                multimask_output=False,
+            )  # (n_i, 1, 4g, 4g)
+            resized = tuple(int(v) for v in resize_list[i])
+            full = sam.postprocess_masks(low_res, input_size=resized, original_size=(height, width))
+            masks.append(full[:, 0])  # (n_i, H, W)
+        return masks
+
+    def project_seg_states(
+        self,
+        hidden: torch.Tensor,
+        seg_mask: torch.Tensor,
+        conversation_to_image: torch.Tensor,
+        num_images: int,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Project the selected hidden states and group them per image, in reading order.
+
+        Returns the [S, out_dim] projections and their split into num_images groups.
+        """
+        pred_embeddings = self.model.text_hidden_fcs(hidden[seg_mask])  # (S, out_dim), row-major
+        per_conversation = seg_mask.sum(1)  # (N,)
+        per_image = torch.zeros(num_images, dtype=torch.long, device=seg_mask.device)
+        per_image.index_add_(0, conversation_to_image, per_conversation)
+        return pred_embeddings, list(pred_embeddings.split(per_image.tolist()))
+
+    # ------------------------------------------------------------------------------------------
+    # Training and validation forward
+
+    def forward(self, *args, **kwargs):
+        """``model(**batch)``: the LISA forward when images are given, else the plain LLM forward."""
+        if kwargs.get("images_clip") is None and kwargs.get("images") is None:
+            for name in (
+                "images",
+                "images_clip",
+                "attention_masks",
+                "offset",
+                "masks_list",
+                "label_list",
+                "resize_list",
+                "inference",
+            ):
+                kwargs.pop(name, None)
+            return super().forward(*args, **kwargs)
+        return self.model_forward(*args, **kwargs)
+
+    def model_forward(
+        self,
+        images: torch.Tensor,
+        images_clip: torch.Tensor,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_masks: torch.Tensor | None = None,
+        offset: torch.Tensor | Sequence[int] | None = None,
+        masks_list: Sequence[torch.Tensor] | None = None,
+        label_list: Sequence[torch.Tensor] | None = None,
+        resize_list: Sequence[Sequence[int]] | None = None,
+        inference: bool = False,
+        output_logits: bool = False,
+        **_unused,
+    ) -> LisaOutput:
+        """One forward over a batch of images, each with one or more conversations.
+
+        Args:
+            images: [B, 3, S, S] SAM inputs. images_clip: [B, 3, s, s] CLIP inputs (one per image;
+                CLIP runs once per image whatever the number of conversations).
+            input_ids, labels, attention_masks: [N, L] for the N conversations, image sentinel inside.
+            offset: [B + 1] cumulative conversation counts (conversations of image i are
+                offset[i]:offset[i+1]); default one conversation per image.
+            masks_list: B tensors [n_i, H_i, W_i], ground truth for the [SEG]s of image i in order.
+            label_list: B tensors [H_i, W_i]; only their shapes (the output size) are used.
+            resize_list: B pairs (h', w'), the image's size inside the SAM input.
+            inference: return masks (validation) instead of losses (training).
+            output_logits: also return the full [N, Lx, V] logits.
+        """
+        num_images = images_clip.shape[0]
+        conversation_to_image = _conversation_to_image(
+            offset, input_ids.shape[0], num_images, input_ids.device
+        )
+        image_features = self.model.get_image_features(images_clip)  # (B, T, H)
+        batch = self.prepare_multimodal_inputs(
+            input_ids, image_features, conversation_to_image, attention_masks, labels
+        )
+        hidden = self.model(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state  # (N, Lx, H)
+
+        seg_mask = self.seg_token_mask(batch.expanded_ids)
+        pred_embeddings, per_image = self.project_seg_states(
+            hidden, seg_mask, conversation_to_image, num_images
+        )
+        if label_list is not None:
+            original_sizes = [tuple(label.shape[-2:]) for label in label_list]
+        else:
+            original_sizes = [tuple(m.shape[-2:]) for m in masks_list]
+        if resize_list is None:
+            resize_list = [images.shape[-2:]] * num_images
+        pred_masks = self.decode_masks(images, per_image, resize_list, original_sizes)
+
+        output = LisaOutput(
+            last_hidden_state=hidden, seg_token_mask=seg_mask, pred_embeddings=pred_embeddings
+        )
+        if output_logits:
+            output.logits = self.lm_head(hidden)
+        if inference:
+            output.pred_masks = pred_masks
+            output.gt_masks = list(masks_list) if masks_list is not None else None
+            return output
+
+        if batch.labels is None or masks_list is None:
+            raise ValueError(
+                "training forward needs labels and masks_list (or pass inference=True)"
+            )
+        for i, (pred, gt) in enumerate(zip(pred_masks, masks_list, strict=True)):
+            if pred.shape[0] != gt.shape[0]:
+                raise ValueError(
+                    f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but {gt.shape[0]} ground-truth masks"
+                )
+        output.ce_loss = self._language_loss(hidden, batch.labels) * self.config.ce_loss_weight
+        bce, dice = mask_losses(
+            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, masks_list)]
+        )
+        if bce is None:  # no mask in this batch: keep text_hidden_fcs in the graph with a zero
+            bce = dice = pred_embeddings.float().sum() * 0.0
+        output.mask_bce_loss = bce * self.config.bce_loss_weight
+        output.mask_dice_loss = dice * self.config.dice_loss_weight
+        output.mask_loss = output.mask_bce_loss + output.mask_dice_loss
+        output.loss = output.ce_loss + output.mask_loss
+        return output
+
+    def _language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy; the LM head runs only where a label is supervised."""
+        targets = labels[:, 1:]  # (N, Lx-1)
+        supervised = targets != IGNORE_INDEX
+        logits = self.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
+        return F.cross_entropy(logits.float(), targets[supervised])
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        images_clip: torch.Tensor,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        resize_list: Sequence[Sequence[int]],
+        original_size_list: Sequence[Sequence[int]],
+        max_new_tokens: int = 32,
+        tokenizer=None,
+        attention_mask: torch.Tensor | None = None,
+        offset: torch.Tensor | Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Greedy generation with a key/value cache, then masks for every generated [SEG].
+
+        Args:
+            images_clip: [B, 3, s, s]; images: [B, 3, S, S] (B images).
+            input_ids: [N, L] prompts (right-padded when N > 1, then pass attention_mask).
+            resize_list, original_size_list: per image (h', w') and (H, W).
+            offset: conversation -> image grouping as in model_forward; by default prompt j is
+                about image j (N == B) or all prompts are about the one image (B == 1).
+        Returns:
+            output_ids [N, L' ] (each row: its prompt ids, image sentinel included, then the new
+            tokens up to and including EOS; right-padded with the pad id) and per image a tensor
+            [n_i, H_i, W_i] of mask logits (n_i = number of [SEG] generated about that image).
+        """
+        num_images = images_clip.shape[0]
+        num_rows = input_ids.shape[0]
+        conversation_to_image = _conversation_to_image(
+            offset, num_rows, num_images, input_ids.device
+        )
+        pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        eos_id = tokenizer.eos_token_id if tokenizer is not None else self.config.eos_token_id
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        prompt_lengths = attention_mask.sum(1).tolist()
+
+        image_features = self.model.get_image_features(images_clip)
+        batch = self.prepare_multimodal_inputs(
+            input_ids, image_features, conversation_to_image, attention_mask
+        )
+        ids, embeds, mask = _right_to_left_padding(
+            batch.expanded_ids, batch.inputs_embeds, batch.attention_mask
+        )
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+
+        cache = DynamicCache(config=self.config)
+        hidden_steps = []
+        generated = []
+        finished = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
+        step_embeds, step_positions = embeds, positions
+        for step in range(max_new_tokens):
+            hidden = self.model(
+                inputs_embeds=step_embeds,
+                attention_mask=mask,
+                position_ids=step_positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state  # (N, len, H)
+            hidden_steps.append(hidden)
+            next_tokens = self.lm_head(hidden[:, -1]).argmax(-1)  # (N,)
+            next_tokens = next_tokens.masked_fill(finished, pad_id)
+            generated.append(next_tokens)
+            finished |= next_tokens == eos_id
+            if finished.all() or step == max_new_tokens - 1:
+                break
+            step_embeds = self.model.embed_tokens(next_tokens).unsqueeze(1)
+            step_positions = step_positions[:, -1:] + 1
+            mask = torch.cat([mask, mask.new_ones(num_rows, 1)], dim=1)
+
+        new_tokens = (
+            torch.stack(generated, dim=1) if generated else ids.new_zeros(num_rows, 0)
+        )  # (N, T)
+        hidden_all = (
+            torch.cat(hidden_steps, dim=1) if hidden_steps else embeds[:, :0]
+        )  # (N, Lx+T-1, H)
+        full_ids = torch.cat([ids, new_tokens], dim=1)
+        seg_mask = self.seg_token_mask(full_ids, num_positions=hidden_all.shape[1])
+        _, per_image = self.project_seg_states(
+            hidden_all, seg_mask, conversation_to_image, num_images
+        )
+        pred_masks = self.decode_masks(images, per_image, resize_list, original_size_list)
+
+        rows = []
+        for row in range(num_rows):
+            tokens = new_tokens[row]
+            ended = (tokens == eos_id).nonzero()
+            if len(ended):
+                tokens = tokens[: int(ended[0]) + 1]
+            rows.append(torch.cat([input_ids[row, : prompt_lengths[row]], tokens]))
+        output_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
+        return output_ids, pred_masks
+
+    # ------------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *model_args,
+        config: LisaConfig | None = None,
+        seg_token_idx: int | None = None,
+        vision_tower: str | None = None,
+        vision_pretrained: str | None = None,
+        train_mask_decoder: bool | None = None,
+        out_dim: int | None = None,
+        use_mm_start_end: bool | None = None,
+        ce_loss_weight: float | None = None,
+        dice_loss_weight: float | None = None,
+        bce_loss_weight: float | None = None,
+        torch_dtype: torch.dtype | None = None,
+        low_cpu_mem_usage: bool | None = None,
+        **kwargs,
+    ):
+        """Load a finished LISA checkpoint, or build LISA from a LLaVA base directory.
+
+        The keyword arguments are the original's. A finished checkpoint (its files hold SAM
+        weights) loads as is; SAM's size is read from the weights. From a LLaVA base, SAM comes
+        from ``vision_pretrained`` (an official SAM file such as sam_vit_h_4b8939.pth) and
+        ``text_hidden_fcs`` starts fresh. When the files hold no vision-tower weights (the
+        original merge script drops them), CLIP is loaded from ``vision_tower`` (or the path in
+        the config). ``low_cpu_mem_usage`` is accepted for compatibility (always on).
+        """
+        del low_cpu_mem_usage
+        path = str(pretrained_model_name_or_path)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        if config is None:
+            config = LisaConfig.from_pretrained(path)
+        config = LisaConfig.from_dict(config.to_dict())  # never mutate the caller's config
+        overrides = {
+            "seg_token_idx": seg_token_idx,
+            "vision_tower": vision_tower,
+            "train_mask_decoder": train_mask_decoder,
+            "out_dim": out_dim,
+            "mm_use_im_start_end": use_mm_start_end,
+            "ce_loss_weight": ce_loss_weight,
+            "dice_loss_weight": dice_loss_weight,
+            "bce_loss_weight": bce_loss_weight,
+        }
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(config, name, value)
+        if torch_dtype is not None:
+            kwargs["dtype"] = torch_dtype
+
+        shapes = read_checkpoint_shapes(path)
+        checkpoint_has_sam = any(name.startswith(SAM_PREFIX) for name in shapes)
+        checkpoint_has_tower = any(name.startswith(VISION_TOWER_PREFIX) for name in shapes)
+        if config.sam_config is None:
+            if checkpoint_has_sam:
+                config.sam_config = dataclasses.asdict(
+                    sam_config_from_state_dict(_as_meta(shapes), prefix=SAM_PREFIX)
+                )
+            elif vision_pretrained is not None:
+                config.sam_config = dataclasses.asdict(
+                    sam_config_from_state_dict(_as_meta(read_tensor_shapes(vision_pretrained)))
+                )
+        if config.vision_config is None:
+            if config.vision_tower_path is None:
+                raise ValueError(
+                    f"{path}/config.json names no vision tower (mm_vision_tower); pass vision_tower=PATH"
+                )
+            config.vision_config = load_clip_vision_config(config.vision_tower_path).to_dict()
+
+        model, info = super().from_pretrained(
+            path, *model_args, config=config, output_loading_info=True, **kwargs
+        )
+        if not checkpoint_has_tower:
+            model.model.vision_tower.load_pretrained(config.vision_tower_path)
+        if vision_pretrained is not None:
+            load_sam_checkpoint(model.model.visual_model, vision_pretrained)
+        elif not checkpoint_has_sam:
+            logger.warning(
+                "%s holds no SAM weights and no vision_pretrained was given: SAM is random", path
+            )
+            fresh = (
+                build_sam(SamConfig(**config.sam_config))
+                if config.sam_config
+                else build_sam_vit_h()
+            )
+            model.model.visual_model.load_state_dict(fresh.state_dict())
+        info["missing_keys"] = {
+            key
+            for key in info["missing_keys"]
+            if not key.startswith(VISION_TOWER_PREFIX)
+            and not (vision_pretrained and key.startswith(SAM_PREFIX))
+        }
+        model.eval()
+        return (model, info) if output_loading_info else model
+
+
+def _vision_config_of(config: LisaConfig) -> CLIPVisionConfig:
+    if config.vision_config is not None:
+        return CLIPVisionConfig.from_dict(config.vision_config)
+    if config.vision_tower_path is None:
+        raise ValueError("the config names no vision tower (mm_vision_tower / vision_tower)")
+    return load_clip_vision_config(config.vision_tower_path)
+
+
+def _as_meta(shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    return {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+
+
+def _conversation_to_image(
+    offset: torch.Tensor | Sequence[int] | None,
+    num_rows: int,
+    num_images: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """[N] image index of each conversation, from the cumulative ``offset`` [B + 1]."""
+    if offset is None:
+        if num_images == num_rows:
+            return torch.arange(num_rows, device=device)
+        if num_images == 1:
+            return torch.zeros(num_rows, dtype=torch.long, device=device)
+        raise ValueError(f"{num_rows} conversations for {num_images} images: pass offset")
+    offset = torch.as_tensor(offset, device=device).long()
+    counts = offset[1:] - offset[:-1]
+    if len(counts) != num_images or int(offset[-1]) != num_rows or int(offset[0]) != 0:
+        raise ValueError(
+            f"offset {offset.tolist()} does not fit {num_images} images and {num_rows} conversations"
+        )
+    return torch.repeat_interleave(torch.arange(num_images, device=device), counts)
+
+
+def _right_to_left_padding(
+    ids: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each row's padding to the front, so that generation appends after real tokens."""
+    lengths = mask.sum(1)
+    shifts = (mask.shape[1] - lengths).tolist()
+    if not any(shifts):
+        return ids, embeds, mask
+    ids = torch.stack([row.roll(s) for row, s in zip(ids, shifts)])
+    embeds = torch.stack([row.roll(s, dims=0) for row, s in zip(embeds, shifts)])
+    mask = torch.stack([row.roll(s) for row, s in zip(mask, shifts)])
+    return ids, embeds, mask
