@@ -383,7 +383,7 @@ class LISAForCausalLM(LlamaForCausalLM):
                 )
         output.ce_loss = self._language_loss(hidden, batch.labels) * self.config.ce_loss_weight
         bce, dice = mask_losses(
-            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, masks_list)]
+            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, masks_list, strict=True)]
         )
         if bce is None:  # no mask in this batch: keep text_hidden_fcs in the graph with a zero
             bce = dice = pred_embeddings.float().sum() * 0.0
@@ -637,7 +637,7 @@ def _right_to_left_padding(
     shifts = (mask.shape[1] - lengths).tolist()
     if not any(shifts):
         return ids, embeds, mask
-    ids = torch.stack([row.roll(s) for row, s in zip(ids, shifts)])
-    embeds = torch.stack([row.roll(s, dims=0) for row, s in zip(embeds, shifts)])
-    mask = torch.stack([row.roll(s) for row, s in zip(mask, shifts)])
+    ids = torch.stack([row.roll(s) for row, s in zip(ids, shifts, strict=True)])
+    embeds = torch.stack([row.roll(s, dims=0) for row, s in zip(embeds, shifts, strict=True)])
+    mask = torch.stack([row.roll(s) for row, s in zip(mask, shifts, strict=True)])
     return ids, embeds, mask

@@ -24,7 +24,7 @@ def read_tensor_shapes(path: str | Path) -> dict[str, torch.Size]:
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as handle:
-            return {name: torch.Size(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            return {name: torch.Size(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
