@@ -1,0 +1,231 @@
+"""Image loading and the two image transforms (SAM input and CLIP input), used everywhere.
+
+Both transforms take an RGB ``uint8`` array ``[H, W, 3]`` as :func:`load_image` returns it and
+reproduce the original pipeline bit for bit: SAM's ``ResizeLongestSide`` + normalise + pad, and
+transformers' ``CLIPImageProcessor`` (slow PIL path) as configured in a vision tower directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation, on the 0-255 scale
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _check_rgb(image: np.ndarray, name: str = "image") -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"{name} must be an RGB numpy array of shape [H, W, 3], got {shape}.")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 (0-255), got {image.dtype}.")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an upright RGB ``uint8`` array ``[H, W, 3]``.
+
+    Matches what the original got from ``cv2.imread`` + BGR->RGB (identical pixels for RGB,
+    grayscale, palette, RGBA and 16-bit PNGs and for RGB/grey/CMYK JPEGs): EXIF orientation is
+    applied, alpha is dropped (not blended), 16-bit samples keep their high byte.
+
+    Raises:
+        ValueError: the file is missing, is not an image, or is truncated/corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Image file {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as image:
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)
+            image.load()  # decode now, so truncation raises here
+            return _to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"Cannot read image {str(path)!r}: {error}.") from error
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """PIL image of any mode -> RGB uint8 [H, W, 3], converting like OpenCV's IMREAD_COLOR."""
+    if image.mode == "RGB":
+        return np.asarray(image).copy()
+    if image.mode.startswith("I"):  # 16-bit greyscale ("I;16*", or "I" in older Pillow)
+        grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "CMYK":
+        # Pillow hands out Adobe-inverted CMYK; undo that and convert with OpenCV's formula.
+        cmyk = 255 - np.asarray(image).astype(np.int32)
+        k = cmyk[:, :, 3:]
+        return (k - (((255 - cmyk[:, :, :3]) * k) >> 8)).astype(np.uint8)
+    return np.asarray(image.convert("RGB")).copy()
+
+
+# --- SAM ------------------------------------------------------------------------------------------
+
+
+def longest_side_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h', w') with the longer side scaled to ``long_side``, rounded as SAM's ResizeLongestSide."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class SamTransform:
+    """RGB uint8 ``[H, W, 3]`` -> SAM encoder input ``[3, S, S]`` float32 and the resized (h', w').
+
+    Longest side to ``image_size`` (PIL bilinear), ``(x - mean) / std`` on the 0-255 scale, zeros
+    padded at the bottom and right.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 1024,  # SAM's encoder input side
+        pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN,
+        pixel_std: tuple[float, float, float] = SAM_PIXEL_STD,
+    ) -> None:
+        if image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}.")
+        self.image_size = image_size
+        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
+        self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """[H, W, 3] uint8 -> [h', w', 3] uint8 with max(h', w') = image_size."""
+        _check_rgb(image)
+        height, width = longest_side_shape(image.shape[0], image.shape[1], self.image_size)
+        if (height, width) == image.shape[:2]:
+            return image.copy()
+        resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(resized).copy()
+
+    def normalize_and_pad(self, resized: np.ndarray) -> torch.Tensor:
+        """[h', w', 3] uint8 -> [3, S, S] float32, normalised then zero-padded bottom/right."""
+        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()  # [3, h', w']
+        x = (x - self.pixel_mean) / self.pixel_std
+        pad_h, pad_w = self.image_size - x.shape[1], self.image_size - x.shape[2]
+        return F.pad(x, (0, pad_w, 0, pad_h))
+
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        resized = self.resize(image)
+        return self.normalize_and_pad(resized), (resized.shape[0], resized.shape[1])
+
+
+# --- CLIP -----------------------------------------------------------------------------------------
+
+
+def _size_pair(value: Any, name: str, source: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, dict) and "height" in value and "width" in value:
+        return int(value["height"]), int(value["width"])
+    raise ValueError(f"{source}: {name} must be an int or {{height, width}}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """transformers' ``CLIPImageProcessor`` (PIL path) for one RGB uint8 image -> [3, h, w] float32.
+
+    Shortest edge to ``shortest_edge`` (long edge ``int(S * long / short)``), centre crop to
+    ``crop_size``, ``x * rescale_factor``, ``(x - mean) / std``, channels first. Build it from a
+    vision tower directory with :meth:`from_pretrained`.
+    """
+
+    shortest_edge: int | None = 224  # resize target of the shorter side (None: use resize_hw)
+    resize_hw: tuple[int, int] | None = None  # exact (h, w) resize when configured that way
+    crop_size: tuple[int, int] = (224, 224)  # (h, w) of the centre crop
+    resample: int = Image.Resampling.BICUBIC  # PIL filter id (3 = bicubic)
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    do_resize: bool = True
+    do_center_crop: bool = True
+    do_rescale: bool = True
+    do_normalize: bool = True
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> ClipTransform:
+        """Read ``preprocessor_config.json`` from a vision tower directory (or the file itself)."""
+        path = Path(path)
+        config_file = path / "preprocessor_config.json" if path.is_dir() else path
+        if not config_file.is_file():
+            raise ValueError(f"No preprocessor_config.json found at {str(path)!r}.")
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        source = str(config_file)
+        size = config.get("size", 224)
+        shortest_edge, resize_hw = None, None
+        if isinstance(size, int):
+            shortest_edge = size
+        elif isinstance(size, dict) and "shortest_edge" in size:
+            shortest_edge = int(size["shortest_edge"])
+        else:
+            resize_hw = _size_pair(size, "size", source)
+        defaults = cls()
+        return cls(
+            shortest_edge=shortest_edge,
+            resize_hw=resize_hw,
+            crop_size=_size_pair(config.get("crop_size", 224), "crop_size", source),
+            resample=int(config.get("resample", defaults.resample)),
+            rescale_factor=float(config.get("rescale_factor", defaults.rescale_factor)),
+            image_mean=tuple(float(v) for v in config.get("image_mean", defaults.image_mean)),
+            image_std=tuple(float(v) for v in config.get("image_std", defaults.image_std)),
+            do_resize=bool(config.get("do_resize", True)),
+            do_center_crop=bool(config.get("do_center_crop", True)),
+            do_rescale=bool(config.get("do_rescale", True)),
+            do_normalize=bool(config.get("do_normalize", True)),
+        )
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        """Size after the resize step."""
+        if self.resize_hw is not None:
+            return self.resize_hw
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """[H, W, 3] uint8 -> [h, w, 3] uint8 (shortest edge resized, PIL filter ``resample``)."""
+        _check_rgb(image)
+        height, width = self.output_hw(image.shape[0], image.shape[1])
+        resized = Image.fromarray(image).resize((width, height), resample=self.resample)
+        return np.asarray(resized).copy()
+
+    def center_crop(self, image: np.ndarray) -> np.ndarray:
+        """Centre crop to ``crop_size``; a smaller image is zero-padded around first (as HF does)."""
+        crop_h, crop_w = self.crop_size
+        height, width = image.shape[:2]
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        if top >= 0 and left >= 0:
+            return image[top : top + crop_h, left : left + crop_w].copy()
+        new_h, new_w = max(crop_h, height), max(crop_w, width)
+        pad_top, pad_left = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
+        padded = np.zeros((new_h, new_w, *image.shape[2:]), dtype=image.dtype)
+        padded[pad_top : pad_top + height, pad_left : pad_left + width] = image
+        top, left = top + pad_top, left + pad_left
+        return padded[max(0, top) : top + crop_h, max(0, left) : left + crop_w].copy()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """[H, W, 3] uint8 RGB -> [3, crop_h, crop_w] float32."""
+        _check_rgb(image)
+        if self.do_resize:
+            image = self.resize(image)
+        if self.do_center_crop:
+            image = self.center_crop(image)
+        # Rescale in float64 then cast, normalise in float32: the operation order of transformers.
+        x = image * self.rescale_factor if self.do_rescale else image
+        x = x.astype(np.float32)
+        if self.do_normalize:
+            mean = np.asarray(self.image_mean, dtype=np.float32)
+            std = np.asarray(self.image_std, dtype=np.float32)
+            x = (x - mean) / std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
