@@ -303,8 +303,9 @@ def load_sam_checkpoint(model: Sam, path: str | os.PathLike, *, prefix: str = ""
         ValueError: the file cannot be read or its keys/shapes do not fit `model`.
     """
     path = Path(path)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    expected_name = sam_size_name(sam_config_from_state_dict(expected))
+    model_state = model.state_dict()
+    expected = {k: v.shape for k, v in model_state.items()}
+    expected_name = sam_size_name(sam_config_from_state_dict(model_state))
     if not path.is_file():
         raise FileNotFoundError(
             f"SAM checkpoint {path} does not exist (expected a SAM checkpoint of size "
@@ -316,7 +317,7 @@ def load_sam_checkpoint(model: Sam, path: str | os.PathLike, *, prefix: str = ""
     found = {k: v.shape for k, v in state_dict.items()}
     if found != expected:
         try:
-            found_name = f"a SAM of size {sam_size_name(sam_config_from_state_dict(found))}"
+            found_name = f"a SAM of size {sam_size_name(sam_config_from_state_dict(state_dict))}"
         except (ValueError, IndexError, ZeroDivisionError):
             found_name = "something else"
         raise ValueError(
