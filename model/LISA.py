@@ -33,6 +33,8 @@ from model.checkpoint_files import read_checkpoint_shapes, read_tensor_shapes
 from model.config import LisaConfig
 from model.losses import mask_losses
 from model.segment_anything import (
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
     SamConfig,
     build_sam,
     build_sam_vit_h,
@@ -133,6 +135,8 @@ class LISAForCausalLM(LlamaForCausalLM):
     config_class = LisaConfig
     # transformers 4.31 saved the rotary inv_freq buffers; later versions compute them.
     _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
+    # The merge script drops the vision tower; from_pretrained then loads it from its own path.
+    _keys_to_ignore_on_load_missing = [r"^model\.vision_tower\."]
 
     def __init__(self, config: LisaConfig) -> None:
         super().__init__(config)
@@ -585,6 +589,11 @@ class LISAForCausalLM(LlamaForCausalLM):
                 else build_sam_vit_h()
             )
             model.model.visual_model.load_state_dict(fresh.state_dict())
+        # transformers materialises non-persistent buffers of custom modules without values
+        sam = model.model.visual_model
+        with torch.no_grad():
+            sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+            sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
         info["missing_keys"] = {
             key
             for key in info["missing_keys"]
