@@ -300,7 +300,8 @@ def load_sam_checkpoint(model: Sam, path: str | os.PathLike, *, prefix: str = ""
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be read or its keys/shapes do not fit `model`.
+        ValueError: the file cannot be read, its keys/shapes do not fit `model`, or `model` is on
+            the meta device.
     """
     path = Path(path)
     model_state = model.state_dict()
@@ -324,5 +325,10 @@ def load_sam_checkpoint(model: Sam, path: str | os.PathLike, *, prefix: str = ""
             f"{path} does not fit the model: expected a SAM checkpoint of size {expected_name} "
             f"({len(expected)} tensors), but the file holds {found_name} ({len(found)} tensors; "
             f"{_describe_mismatch(expected, found)})."
+        )
+    if any(t.is_meta for t in model_state.values()):
+        # Copying into meta tensors would silently load nothing.
+        raise ValueError(
+            f"cannot load {path} into a SAM built on the meta device; build it on a real device"
         )
     model.load_state_dict(state_dict, strict=True)

@@ -169,3 +169,11 @@ def test_missing_checkpoint_raises_file_not_found(tmp_path):
         build_sam(replace(SAM_TINY, image_size=64), checkpoint=path)
     assert str(path) in str(error.value)
     assert "expected a SAM checkpoint of size tiny at image size 64" in str(error.value)
+
+
+def test_meta_model_refuses_to_load(tiny_checkpoint):
+    _, path = tiny_checkpoint
+    with torch.device("meta"):
+        sam = build_sam_tiny(image_size=64)
+    with pytest.raises(ValueError, match="meta device"):
+        load_sam_checkpoint(sam, path)
