@@ -83,7 +83,9 @@ class LegacyLlamaTokenizer(SentencePieceBackend):
         # implicit stripping: give it back to everything that is not a named special token.
         decoder = kwargs.pop("added_tokens_decoder", None) or {}
         kwargs["added_tokens_decoder"] = {
-            int(index): token if str(token) in named else _stripping(token, token.special)
+            int(index): token
+            if str(token) in named
+            else _stripping(token, getattr(token, "special", False))
             for index, token in decoder.items()
         }
         super().__init__(
@@ -114,7 +116,9 @@ class LegacyLlamaTokenizer(SentencePieceBackend):
         for token in new_tokens:
             content = str(token)
             special = special_tokens or (isinstance(token, AddedToken) and token.special)
-            if content in named or content in self._added_tokens_encoder:
+            if content in self._added_tokens_encoder:
+                continue  # never twice, and never with other flags
+            if content in named:
                 converted.append(token)
             elif not special and self._in_base_vocab(content):
                 continue  # 4.31 left plain tokens that are already pieces alone (no split point)

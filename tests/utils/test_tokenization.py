@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+from transformers import AddedToken
 
 from utils.constants import IMAGE_TOKEN_INDEX
 from utils.tokenization import (
@@ -178,6 +179,17 @@ def test_existing_pieces_are_not_added(base_tokenizer):
     assert base_tokenizer.add_tokens(["ing", "<s>"]) == 0
     assert len(base_tokenizer) == 512
     assert base_tokenizer("walking").input_ids == before  # "ing" did not become a split point
+    add_lisa_tokens(base_tokenizer)
+    assert base_tokenizer.add_tokens([AddedToken("[SEG]", lstrip=False, rstrip=False)]) == 0
+    assert len(base_tokenizer) == 515
+    assert base_tokenizer("it is [SEG].").input_ids == [1, 356, 269, 512, 461, 475]
+
+
+def test_new_plain_tokens_strip_like_4_31(base_tokenizer):
+    assert base_tokenizer.add_tokens(["<new>"]) == 1
+    new_id = base_tokenizer.convert_tokens_to_ids("<new>")
+    assert new_id == 512
+    assert base_tokenizer("a <new>\n b").input_ids == base_tokenizer("a<new>b").input_ids
 
 
 def test_load_tokenizer_errors(tmp_path):
