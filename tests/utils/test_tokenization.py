@@ -1,4 +1,5 @@
 import json
+import pickle
 import shutil
 
 import pytest
@@ -197,3 +198,10 @@ def test_load_tokenizer_errors(tmp_path):
         load_tokenizer(tmp_path / "missing")
     with pytest.raises(ValueError, match="tokenizer.model"):
         load_tokenizer(tmp_path)
+
+
+def test_tokenizer_pickles_for_dataloader_workers(tokenizer):
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    text = "USER: <im_start>x<im_end>\nit is [SEG]."
+    assert clone(text).input_ids == tokenizer(text).input_ids
+    assert len(clone) == len(tokenizer)
