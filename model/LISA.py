@@ -350,9 +350,12 @@ class LISAForCausalLM(LlamaForCausalLM):
         batch = self.prepare_multimodal_inputs(
             input_ids, image_features, conversation_to_image, attention_masks, labels
         )
+        # Under causal attention no real token sees the trailing pads of a right-padded row, so
+        # the padding mask can be dropped there and the fused causal kernel used.
+        attention_mask = None if _is_right_padded(batch.attention_mask) else batch.attention_mask
         hidden = self.model(
-            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=False
-        ).last_hidden_state  # (N, Lx, H)
+            inputs_embeds=batch.inputs_embeds, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # (N, Lx, H); rows' pad positions hold values nothing uses
 
         seg_mask = self.seg_token_mask(batch.expanded_ids)
         pred_embeddings, per_image = self.project_seg_states(
@@ -470,7 +473,8 @@ class LISAForCausalLM(LlamaForCausalLM):
             next_tokens = self.lm_head(hidden[:, -1]).argmax(-1)  # (N,)
             next_tokens = next_tokens.masked_fill(finished, pad_id)
             generated.append(next_tokens)
-            finished |= next_tokens == eos_id
+            if eos_id is not None:
+                finished |= next_tokens == eos_id
             if finished.all() or step == max_new_tokens - 1:
                 break
             step_embeds = self.model.embed_tokens(next_tokens).unsqueeze(1)
@@ -493,7 +497,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         rows = []
         for row in range(num_rows):
             tokens = new_tokens[row]
-            ended = (tokens == eos_id).nonzero()
+            ended = (tokens == eos_id).nonzero() if eos_id is not None else []
             if len(ended):
                 tokens = tokens[: int(ended[0]) + 1]
             rows.append(torch.cat([input_ids[row, : prompt_lengths[row]], tokens]))
@@ -636,6 +640,13 @@ def _conversation_to_image(
             f"offset {offset.tolist()} does not fit {num_images} images and {num_rows} conversations"
         )
     return torch.repeat_interleave(torch.arange(num_images, device=device), counts)
+
+
+def _is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of the [N, L] mask is ones followed by zeros."""
+    lengths = mask.sum(1, keepdim=True)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return bool(torch.equal(mask.bool(), positions < lengths))
 
 
 def _right_to_left_padding(

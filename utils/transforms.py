@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation, on the 0-255 scale
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+from model.segment_anything.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -229,3 +228,34 @@ class ClipTransform:
             std = np.asarray(self.image_std, dtype=np.float32)
             x = (x - mean) / std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+# --- both ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for the model (batch dimension included)."""
+
+    images_clip: torch.Tensor  # [1, 3, h, w] CLIP input
+    images: torch.Tensor  # [1, 3, S, S] SAM input
+    resize: tuple[int, int]  # (h', w') of the image inside the SAM input
+    original_size: tuple[int, int]  # (H, W)
+
+
+@dataclass
+class ImagePreprocessor:
+    """The CLIP and SAM transforms together: what chat, evaluation and the Python API feed."""
+
+    clip: ClipTransform
+    sam: SamTransform
+
+    def __call__(self, image: np.ndarray) -> PreparedImage:
+        """RGB uint8 [H, W, 3] -> :class:`PreparedImage`."""
+        sam_input, resize = self.sam(image)
+        return PreparedImage(
+            images_clip=self.clip(image).unsqueeze(0),
+            images=sam_input.unsqueeze(0),
+            resize=resize,
+            original_size=(image.shape[0], image.shape[1]),
+        )

@@ -1,0 +1,235 @@
+"""Speed of the model core on CPU (or the GPU when one is present), fp32.
+
+Sizes: the LLaMA of a small LISA (hidden 512, 8 layers, 8 heads, intermediate 1376), the tiny CLIP
+and tiny SAM of the reference checkpoint (SAM input 1024 px), random weights. Prints:
+  - generation: tokens/s for 128 new tokens after the evaluate_plain prompt (one image);
+  - training step: forward + backward of the train_forward batch (2 images, 3 conversations,
+    4 [SEG]), with every parameter trainable and with the original recipe's trainable set;
+  - SAM ViT-B image encoder at 1024 px.
+The reference fixtures give the exact inputs when LISA_REFERENCE_DIR (default
+../shared/reference) is present; otherwise inputs of the same shapes are generated.
+
+    python benchmarks/bench_model.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPVisionConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.config import LisaConfig  # noqa: E402
+from model.LISA import LISAForCausalLM  # noqa: E402
+from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
+from utils.constants import IMAGE_TOKEN_INDEX  # noqa: E402
+
+REFERENCE = Path(
+    os.environ.get(
+        "LISA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
+    )
+)
+CASES = REFERENCE / "tiny_cases"
+SEG_ID, IM_START, IM_END, VOCAB = 512, 513, 514, 515
+TINY_CLIP = CLIPVisionConfig(
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=2,
+    num_hidden_layers=2,
+    image_size=64,
+    patch_size=4,
+    projection_dim=16,
+    hidden_act="quick_gelu",
+)
+
+
+def build_model(device: torch.device) -> LISAForCausalLM:
+    config = LisaConfig(
+        vocab_size=VOCAB,
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        mm_vision_tower="tiny-clip",
+        mm_hidden_size=32,
+        vision_config=TINY_CLIP.to_dict(),
+        mm_use_im_start_end=True,
+        train_mask_decoder=True,
+        seg_token_idx=SEG_ID,
+        sam_config=dataclasses.asdict(SAM_TINY),
+    )
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as directory:  # a real checkpoint, loaded the real way
+        LISAForCausalLM(config).save_pretrained(directory)
+        model = LISAForCausalLM.from_pretrained(directory)
+    return model.to(device)
+
+
+def synthetic_prompt(length: int, generator: torch.Generator) -> list[int]:
+    ids = torch.randint(3, 500, (length - 3,), generator=generator).tolist()
+    return [1, *ids[:94], IM_START, IMAGE_TOKEN_INDEX, IM_END, *ids[94:]]
+
+
+def training_batch(device: torch.device) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    if (CASES / "train_forward.npz").is_file():
+        arrays = np.load(CASES / "train_forward.npz")
+        input_ids, labels = (
+            torch.from_numpy(arrays["input_ids"]),
+            torch.from_numpy(arrays["labels"]),
+        )
+        attention, offset = (
+            torch.from_numpy(arrays["attention_masks"]),
+            torch.from_numpy(arrays["offset"]),
+        )
+        images_clip = torch.from_numpy(arrays["images_clip"])
+        masks = [torch.from_numpy(arrays[f"gt_masks_{i}"]).float() for i in range(2)]
+        images = torch.cat(
+            [
+                torch.from_numpy(np.load(CASES / f"preprocess_img{i}.npz")["sam_input"])
+                for i in (1, 2)
+            ]
+        )
+        source = "reference train_forward batch"
+    else:
+        lengths, segs = (125, 162, 144), (1, 2, 1)
+        input_ids = torch.zeros(3, 162, dtype=torch.long)
+        for row, (length, count) in enumerate(zip(lengths, segs, strict=True)):
+            prompt = synthetic_prompt(length, generator)
+            for k in range(count):
+                prompt[-3 - 20 * k] = SEG_ID
+            input_ids[row, :length] = torch.tensor(prompt)
+        attention = input_ids != 0
+        labels = input_ids.masked_fill(~attention, -100)
+        labels[:, :100] = -100
+        offset = torch.tensor([0, 2, 3])
+        images_clip = torch.randn(2, 3, 64, 64, generator=generator)
+        images = torch.randn(2, 3, 1024, 1024, generator=generator)
+        masks = [
+            (torch.rand(3, 240, 320, generator=generator) > 0.5).float(),
+            (torch.rand(1, 167, 250, generator=generator) > 0.5).float(),
+        ]
+        source = "synthetic batch of the reference shapes"
+    batch = {
+        "images": images,
+        "images_clip": images_clip,
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_masks": attention,
+        "offset": offset,
+        "masks_list": masks,
+        "label_list": [torch.full(m.shape[1:], 255.0) for m in masks],
+        "resize_list": [(768, 1024), (684, 1024)],
+        "inference": False,
+    }
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    moved["masks_list"] = [m.to(device) for m in masks]
+    moved["label_list"] = [m.to(device) for m in batch["label_list"]]
+    return moved, source
+
+
+def generation_inputs(device: torch.device):
+    generator = torch.Generator().manual_seed(1)
+    if (CASES / "evaluate_plain.npz").is_file():
+        input_ids = torch.from_numpy(np.load(CASES / "evaluate_plain.npz")["input_ids"])
+        pre = np.load(CASES / "preprocess_img1.npz")
+        images_clip, images = (
+            torch.from_numpy(pre["images_clip"]),
+            torch.from_numpy(pre["sam_input"]),
+        )
+    else:
+        input_ids = torch.tensor([synthetic_prompt(119, generator)])
+        images_clip = torch.randn(1, 3, 64, 64, generator=generator)
+        images = torch.randn(1, 3, 1024, 1024, generator=generator)
+    return input_ids.to(device), images_clip.to(device), images.to(device)
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def set_original_trainable(model: LISAForCausalLM) -> None:
+    """The original recipe's trainable set without LoRA: lm_head, embeddings, SAM decoder, fcs."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = any(
+            key in name for key in ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new_tokens", type=int, default=128)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, fp32")
+    model = build_model(device)
+    model.config.eos_token_id = None  # generate exactly --new_tokens tokens
+
+    input_ids, images_clip, images = generation_inputs(device)
+    size = [(240, 320)]
+
+    def generate():
+        output_ids, _ = model.evaluate(
+            images_clip, images, input_ids, [(768, 1024)], size, max_new_tokens=args.new_tokens
+        )
+        assert output_ids.shape[1] == input_ids.shape[1] + args.new_tokens
+
+    seconds = timed(generate, args.repeats, device)
+    print(
+        f"generation: {args.new_tokens} tokens in {seconds:.3f} s = {args.new_tokens / seconds:.1f} tokens/s "
+        f"(original implementation, same sizes, this CPU: 2.5 tokens/s)"
+    )
+
+    batch, source = training_batch(device)
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+
+    seconds = timed(step, args.repeats, device)
+    print(
+        f"training forward+backward ({source}), all parameters trainable: {seconds:.3f} s "
+        f"(original: 3.4 s)"
+    )
+    set_original_trainable(model)
+    seconds = timed(step, args.repeats, device)
+    print(f"training forward+backward, original trainable set (LLM layers frozen): {seconds:.3f} s")
+
+    model.eval()
+    sam_b = build_sam_vit_b().to(device).eval()
+    image = torch.randn(1, 3, 1024, 1024, device=device)
+    with torch.inference_mode():
+        seconds = timed(lambda: sam_b.image_encoder(image), max(1, args.repeats - 1), device)
+    print(f"SAM ViT-B image encoder, 1024 px, batch 1: {seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

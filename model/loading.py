@@ -1,0 +1,157 @@
+"""Loading a LISA checkpoint for inference: tokenizer, model and image preprocessing in one call.
+
+Used by chat.py, evaluation and the Python API, so that all three see the same tokenizer facts
+(pad = unk, ``[SEG]`` id from the tokenizer, the legacy spacing the released weights were trained
+with), the same precision rules and the same image transforms.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import BitsAndBytesConfig
+
+from model.config import LisaConfig
+from model.LISA import LISAForCausalLM
+from utils.constants import SEG_TOKEN
+from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
+from utils.transforms import ClipTransform, ImagePreprocessor, SamTransform
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Kept in full precision when the LLM is quantized, as the original chat.py did for SAM.
+UNQUANTIZED_MODULES = [
+    "model.visual_model",
+    "model.vision_tower",
+    "model.mm_projector",
+    "model.text_hidden_fcs",
+    "lm_head",
+]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype to run in; on a CPU, half precisions fall back to fp32 with one log line."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if device.type == "cpu" and dtype != torch.float32:
+        logger.warning(
+            "%s requested on a CPU: running in fp32 (half precision is slow or unsupported there)",
+            precision,
+        )
+        return torch.float32
+    return dtype
+
+
+def quantization_config(
+    load_in_8bit: bool, load_in_4bit: bool, dtype: torch.dtype
+) -> BitsAndBytesConfig | None:
+    """The bitsandbytes settings of the original chat.py (SAM and the vision parts left as they are)."""
+    if load_in_8bit and load_in_4bit:
+        raise ValueError("choose one of --load_in_8bit and --load_in_4bit")
+    if not (load_in_8bit or load_in_4bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError(
+            "8-bit / 4-bit loading needs bitsandbytes: pip install bitsandbytes"
+        ) from error
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type="nf4",
+        llm_int8_skip_modules=UNQUANTIZED_MODULES,
+    )
+
+
+def load_pretrained_model(
+    path: str | Path,
+    vision_tower: str | None = None,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    load_in_8bit: bool = False,
+    load_in_4bit: bool = False,
+    model_max_length: int = 512,
+    image_size: int | None = None,
+) -> tuple[LegacyLlamaTokenizer, LISAForCausalLM, ImagePreprocessor]:
+    """Load a LISA checkpoint directory for inference.
+
+    Args:
+        path: a directory saved by the merge script (ours or the original's).
+        vision_tower: CLIP directory; overrides the path stored in config.json (needed when the
+            checkpoint holds no vision-tower weights and its config names a path not present here).
+        precision: "fp32", "bf16" or "fp16" (half precisions fall back to fp32 on a CPU).
+        device: "cuda", "cpu", ...; default CUDA when present.
+        load_in_8bit, load_in_4bit: quantize the LLM's linear layers with bitsandbytes.
+        model_max_length: the tokenizer's maximum length.
+        image_size: SAM input side; default the size the checkpoint's SAM was built for.
+    Returns:
+        (tokenizer, model in eval mode, image preprocessor).
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint directory (no config.json there)")
+    device = resolve_device(device)
+    dtype = resolve_dtype(precision, device)
+
+    tokenizer = load_tokenizer(path, model_max_length=model_max_length)
+    if SEG_TOKEN not in tokenizer.get_vocab():
+        raise ValueError(
+            f"the tokenizer in {path} has no {SEG_TOKEN} token: is this a LISA checkpoint?"
+        )
+    seg_token_idx = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+    config = LisaConfig.from_pretrained(path)
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {config.vocab_size}"
+        )
+
+    quantization = quantization_config(load_in_8bit, load_in_4bit, dtype)
+    extra = (
+        {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
+    )
+    model = LISAForCausalLM.from_pretrained(
+        path,
+        vision_tower=vision_tower,
+        seg_token_idx=seg_token_idx,
+        torch_dtype=dtype,
+        **extra,
+    )
+    # generation stops at the tokenizer's EOS and pads with its pad id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.bos_token_id = tokenizer.bos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if quantization is None:
+        model = model.to(device=device, dtype=dtype)
+    model.eval()
+
+    sam_size = image_size or model.model.visual_model.image_size
+    processor = ImagePreprocessor(
+        clip=_clip_transform(model, vision_tower), sam=SamTransform(sam_size)
+    )
+    return tokenizer, model, processor
+
+
+def _clip_transform(model: LISAForCausalLM, vision_tower: str | None) -> ClipTransform:
+    """CLIP preprocessing from the vision tower directory; from the tower's config when there is none."""
+    tower_path = vision_tower or model.config.vision_tower_path
+    if tower_path and (Path(tower_path) / "preprocessor_config.json").is_file():
+        return ClipTransform.from_pretrained(tower_path)
+    side = (
+        model.model.vision_tower.config.image_size
+    )  # LLaVA's CLIP processing: resize, crop to side
+    return ClipTransform(shortest_edge=side, crop_size=(side, side))
