@@ -17,9 +17,10 @@ convention, so released checkpoints give the masks they were trained to give.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -576,9 +577,13 @@ class LISAForCausalLM(LlamaForCausalLM):
                 )
             config.vision_config = load_clip_vision_config(config.vision_tower_path).to_dict()
 
-        model, info = super().from_pretrained(
-            path, *model_args, config=config, output_loading_info=True, **kwargs
-        )
+        expected_missing = list(cls._keys_to_ignore_on_load_missing)
+        if vision_pretrained is not None:  # SAM comes from the official file below
+            expected_missing.append(r"^model\.visual_model\.")
+        with _patched_class_attribute(cls, "_keys_to_ignore_on_load_missing", expected_missing):
+            model, info = super().from_pretrained(
+                path, *model_args, config=config, output_loading_info=True, **kwargs
+            )
         if not checkpoint_has_tower:
             model.model.vision_tower.load_pretrained(config.vision_tower_path)
         if vision_pretrained is not None:
@@ -614,6 +619,20 @@ def _vision_config_of(config: LisaConfig) -> CLIPVisionConfig:
     if config.vision_tower_path is None:
         raise ValueError("the config names no vision tower (mm_vision_tower / vision_tower)")
     return load_clip_vision_config(config.vision_tower_path)
+
+
+@contextlib.contextmanager
+def _patched_class_attribute(cls: type, name: str, value) -> Iterator[None]:
+    """Set a class attribute for the duration of a block (transformers reads it while loading)."""
+    had_own, previous = name in cls.__dict__, cls.__dict__.get(name)
+    setattr(cls, name, value)
+    try:
+        yield
+    finally:
+        if had_own:
+            setattr(cls, name, previous)
+        else:
+            delattr(cls, name)
 
 
 def _as_meta(shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
