@@ -53,3 +53,20 @@ def read_checkpoint_shapes(directory: str | Path) -> dict[str, torch.Size]:
         if (directory / name).is_file():
             return read_tensor_shapes(directory / name)
     return {}
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of one weight file (.safetensors, or a torch pickle read with weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state

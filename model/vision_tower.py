@@ -66,11 +66,15 @@ class CLIPVisionTower(nn.Module):
         loaded = load_clip_vision_model(path)
         self.clip.load_state_dict(loaded.state_dict())
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, S, S] -> features [B, num_patches, clip_hidden] (no gradient)."""
+        """images [B, 3, S, S] -> features [B, num_patches, clip_hidden].
+
+        Gradients flow only when the tower itself is trained (never under the original recipe).
+        """
         dtype = self.clip.embeddings.patch_embedding.weight.dtype
-        outputs = self.clip(images.to(dtype), output_hidden_states=True)
+        trained = any(p.requires_grad for p in self.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trained):
+            outputs = self.clip(images.to(dtype), output_hidden_states=True)
         features = outputs.hidden_states[self.select_layer]  # (B, 1 + grid², C)
         if self.select_feature == "patch":
             features = features[:, 1:]

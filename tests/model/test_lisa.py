@@ -143,17 +143,26 @@ def test_train_and_eval_mode_agree(model):
     torch.testing.assert_close(trained.loss, evaluated.loss)
 
 
-def test_loss_backpropagates_to_trainable_parts(model):
-    batch = make_batch()
-    model.zero_grad()
-    output = model(**batch)
-    output.loss.backward()
+@pytest.mark.parametrize("frozen_towers", [True, False])
+def test_loss_backpropagates_to_trainable_parts(tiny_random_lisa_dir, frozen_towers):
+    model = LISAForCausalLM.from_pretrained(tiny_random_lisa_dir)
+    towers = [model.model.vision_tower, model.model.visual_model.image_encoder]
+    for tower in towers:
+        tower.requires_grad_(not frozen_towers)
+    model(**make_batch()).loss.backward()
     decoder_grad = model.model.visual_model.mask_decoder.output_upscaling[0].weight.grad
     assert decoder_grad is not None and decoder_grad.abs().sum() > 0
     assert model.model.text_hidden_fcs[0][0].weight.grad.abs().sum() > 0
     assert model.lm_head.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.model.vision_tower.parameters())
-    model.zero_grad()
+    assert model.model.mm_projector.weight.grad.abs().sum() > 0
+    for tower in towers:
+        assert all(p.grad is None for p in tower.parameters()) == frozen_towers
+    first_layers = [
+        model.model.vision_tower.clip.embeddings.patch_embedding.weight,
+        model.model.visual_model.image_encoder.patch_embed.proj.weight,
+    ]
+    for weight in first_layers:
+        assert (weight.grad is None) if frozen_towers else (weight.grad.abs().sum() > 0)
 
 
 def test_seg_count_mismatch_is_reported(model):

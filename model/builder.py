@@ -1,0 +1,133 @@
+"""Building LISA for training (and for the LoRA merge), and choosing what trains.
+
+The same construction serves train_ds.py and merge_lora_weights_and_save_hf_model.py, so that a
+checkpoint written by one loads into the other with strict key matching.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from model.LISA import LISAForCausalLM
+from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens
+
+logger = logging.getLogger(__name__)
+
+# Linear layers that LoRA never touches: only the language model's own layers get adapters.
+NON_LLM_MODULES = ("visual_model", "vision_tower", "mm_projector", "text_hidden_fcs")
+# Trained in full under the original recipe (besides the LoRA adapters).
+LISA_FULLY_TRAINED = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
+TRAINABLE_RECIPES = ("lisa", "all")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8  # rank; 0 disables LoRA
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+def build_lisa(
+    version: str,
+    tokenizer: LegacyLlamaTokenizer,
+    *,
+    vision_tower: str | None = None,
+    vision_pretrained: str | None = None,
+    use_mm_start_end: bool = True,
+    out_dim: int = 256,
+    train_mask_decoder: bool = True,
+    loss_weights: tuple[float, float, float] = (1.0, 0.5, 2.0),
+    dtype: torch.dtype = torch.float32,
+) -> LISAForCausalLM:
+    """LISA from a LLaVA base (SAM from ``vision_pretrained``) or from a finished LISA checkpoint.
+
+    The tokenizer gets LISA's tokens (``[SEG]``, and ``<im_start>``/``<im_end>`` when
+    ``use_mm_start_end``; existing ones are kept) and the embeddings follow its length.
+    """
+    seg_token_idx = add_lisa_tokens(tokenizer, use_mm_start_end=use_mm_start_end)
+    ce_weight, dice_weight, bce_weight = loss_weights
+    model = LISAForCausalLM.from_pretrained(
+        version,
+        vision_tower=vision_tower,
+        vision_pretrained=vision_pretrained,
+        seg_token_idx=seg_token_idx,
+        use_mm_start_end=use_mm_start_end,
+        out_dim=out_dim,
+        train_mask_decoder=train_mask_decoder,
+        ce_loss_weight=ce_weight,
+        dice_loss_weight=dice_weight,
+        bce_loss_weight=bce_weight,
+        torch_dtype=dtype,
+    )
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.bos_token_id = tokenizer.bos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def lora_target_names(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """Full names of the language model's Linear layers whose name ends with one of ``targets``."""
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or any(part in name for part in NON_LLM_MODULES):
+            continue
+        if name.split(".")[-1] in targets:
+            names.append(name)
+    return sorted(names)
+
+
+def apply_lora(model: LISAForCausalLM, settings: LoraSettings) -> PeftModel:
+    """Wrap with LoRA adapters on the LLM's target projections (parameter names as the original's)."""
+    targets = lora_target_names(model, settings.target_modules)
+    if not targets:
+        raise ValueError(
+            f"--lora_target_modules {','.join(settings.target_modules)} matches no LLM layer"
+        )
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def set_trainable(model: nn.Module, recipe: str) -> list[str]:
+    """Choose the trained parameters; returns their names.
+
+    "lisa" (the original's): LoRA adapters when present, lm_head, embed_tokens, the SAM mask
+    decoder and text_hidden_fcs; CLIP, the projector, the SAM image encoder and prompt encoder
+    and the LLM's own weights are frozen. "all": every parameter (a model trained from scratch).
+    """
+    if recipe not in TRAINABLE_RECIPES:
+        raise ValueError(
+            f"--trainable must be one of {', '.join(TRAINABLE_RECIPES)}, got {recipe!r}"
+        )
+    names = []
+    for name, parameter in model.named_parameters():
+        if recipe == "all":
+            trainable = True
+        else:
+            trainable = "lora_" in name or any(part in name for part in LISA_FULLY_TRAINED)
+        parameter.requires_grad_(trainable)
+        if trainable:
+            names.append(name)
+    return names
+
+
+def unwrap_lisa(model: nn.Module) -> LISAForCausalLM:
+    """The LISAForCausalLM inside a PEFT wrapper (or the model itself)."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    if not isinstance(model, LISAForCausalLM):
+        raise TypeError(f"expected a LISAForCausalLM, got {type(model).__name__}")
+    return model

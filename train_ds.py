@@ -1,0 +1,547 @@
+"""Train (or validate) LISA with DeepSpeed.
+
+    deepspeed --master_port=24999 train_ds.py \
+      --version=PATH_TO_LLaVA --dataset_dir=./dataset --vision_pretrained=PATH_TO_SAM \
+      --dataset="sem_seg||refer_seg||vqa||reason_seg" --sample_rates="9,3,3,1" --exp_name="lisa-7b"
+
+    # validation only, of a merged model or of a consolidated checkpoint
+    deepspeed --master_port=24999 train_ds.py --version=PATH_TO_LISA --dataset_dir=./dataset \
+      --vision_pretrained=PATH_TO_SAM --exp_name="lisa-7b" [--weight=pytorch_model.bin] --eval_only
+
+Runs on GPUs (NCCL) and on CPUs (gloo), with the `deepspeed` launcher, `torchrun`, or plain
+`python` (a world of one). Logs and checkpoints go to runs/<exp_name>/ (see utils/checkpointing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from model.builder import LoraSettings, apply_lora, build_lisa, set_trainable, unwrap_lisa
+from model.loading import resolve_dtype
+from utils.checkpointing import (
+    find_resume_checkpoint,
+    promote_to_best,
+    save_checkpoint,
+    write_json_atomic,
+)
+from utils.collate import collate_fn
+from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
+from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
+from utils.metrics import mask_iou_statistics
+from utils.tokenization import load_tokenizer
+
+logger = logging.getLogger("train_ds")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LISA training and validation (DeepSpeed)")
+    on_off = argparse.BooleanOptionalAction
+    add = parser.add_argument
+    # --- the original's flags, same names and defaults ---
+    add("--local_rank", "--local-rank", default=0, type=int, help="set by the launcher; unused")
+    add(
+        "--version",
+        default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
+        help="LLaVA base (or a finished LISA checkpoint to continue from)",
+    )
+    add("--vis_save_path", default="./vis_output", type=str)
+    add(
+        "--precision",
+        default="bf16",
+        choices=["fp32", "bf16", "fp16"],
+        help="bf16 on GPUs; on a CPU the run falls back to fp32",
+    )
+    add("--image_size", default=1024, type=int, help="SAM input side")
+    add("--model_max_length", default=512, type=int)
+    add("--lora_r", default=8, type=int, help="LoRA rank on the LLM; 0 trains no adapters")
+    add(
+        "--vision-tower",
+        "--vision_tower",
+        dest="vision_tower",
+        default="openai/clip-vit-large-patch14",
+    )
+    add("--load_in_8bit", action=on_off, default=False, help="not supported for training")
+    add("--load_in_4bit", action=on_off, default=False, help="not supported for training")
+    add("--dataset", default="sem_seg||refer_seg||vqa||reason_seg", type=str)
+    add("--sample_rates", default="9,3,3,1", type=str)
+    add("--sem_seg_data", default="ade20k||cocostuff||pascal_part||paco_lvis||mapillary", type=str)
+    add("--refer_seg_data", default="refclef||refcoco||refcoco+||refcocog", type=str)
+    add("--vqa_data", default="llava_instruct_150k", type=str)
+    add("--reason_seg_data", default="ReasonSeg|train", type=str)
+    add("--val_dataset", default="ReasonSeg|val", type=str)
+    add("--dataset_dir", default="./dataset", type=str)
+    add("--log_base_dir", default="./runs", type=str)
+    add("--exp_name", default="lisa", type=str)
+    add("--epochs", default=10, type=int)
+    add("--steps_per_epoch", default=500, type=int)
+    add("--batch_size", default=2, type=int, help="batch size per device per step")
+    add("--grad_accumulation_steps", default=10, type=int)
+    add("--val_batch_size", default=1, type=int)
+    add("--workers", default=4, type=int)
+    add("--lr", default=0.0003, type=float)
+    add("--ce_loss_weight", default=1.0, type=float)
+    add("--dice_loss_weight", default=0.5, type=float)
+    add("--bce_loss_weight", default=2.0, type=float)
+    add("--lora_alpha", default=16, type=int)
+    add("--lora_dropout", default=0.05, type=float)
+    add("--lora_target_modules", default="q_proj,v_proj", type=str)
+    add("--explanatory", default=0.1, type=float)
+    add("--beta1", default=0.9, type=float)
+    add("--beta2", default=0.95, type=float)
+    add("--num_classes_per_sample", default=3, type=int)
+    add("--exclude_val", action=on_off, default=False)
+    add("--no_eval", action=on_off, default=False)
+    add("--eval_only", action=on_off, default=False)
+    add("--vision_pretrained", default="PATH_TO_SAM_ViT-H", type=str)
+    add("--out_dim", default=256, type=int)
+    add("--resume", default="", type=str, help="a checkpoint folder (ckpt_latest / ckpt_model)")
+    add("--print_freq", default=1, type=int)
+    add("--start_epoch", default=0, type=int)
+    add("--gradient_checkpointing", action=on_off, default=True)
+    add("--train_mask_decoder", action=on_off, default=True)
+    add("--use_mm_start_end", action=on_off, default=True)
+    add("--auto_resume", action=on_off, default=True)
+    add("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
+    # --- added ---
+    add(
+        "--weight",
+        default="",
+        type=str,
+        help="a state dict (e.g. the pytorch_model.bin from zero_to_fp32.py) loaded before training or --eval_only",
+    )
+    add("--seed", default=0, type=int)
+    add("--zero_stage", default=2, type=int, choices=[2, 3])
+    add(
+        "--trainable",
+        default="lisa",
+        choices=["lisa", "all"],
+        help="lisa: the original's (LoRA, lm_head, embeddings, mask decoder, text_hidden_fcs); "
+        "all: every parameter, for a model trained from scratch",
+    )
+    add(
+        "--deepspeed_config",
+        default="",
+        type=str,
+        help="a DeepSpeed json used instead of the generated one",
+    )
+    add(
+        "--save_steps",
+        default=0,
+        type=int,
+        help="also write ckpt_latest every N optimizer steps (0: only at the end of each epoch)",
+    )
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """User mistakes that would otherwise surface as a traceback deep inside a library."""
+    if args.load_in_8bit or args.load_in_4bit:
+        raise SystemExit(
+            "--load_in_8bit / --load_in_4bit are for inference (chat.py); train in bf16, fp16 or fp32"
+        )
+    if not Path(args.version).exists():
+        raise SystemExit(
+            f"--version: {args.version} is not a local directory (a LLaVA base or a LISA checkpoint)"
+        )
+    if args.vision_pretrained != "PATH_TO_SAM_ViT-H" and not Path(args.vision_pretrained).is_file():
+        raise SystemExit(
+            f"--vision_pretrained: {args.vision_pretrained} is not a file (e.g. sam_vit_h_4b8939.pth)"
+        )
+    if args.weight and not Path(args.weight).is_file():
+        raise SystemExit(f"--weight: {args.weight} is not a file")
+    if args.eval_only and args.no_eval:
+        raise SystemExit("--eval_only and --no_eval exclude each other")
+    rates = args.sample_rates.split(",")
+    if len(rates) != len(args.dataset.split("||")):
+        raise SystemExit(
+            f"--sample_rates {args.sample_rates!r} needs one rate per --dataset entry ({args.dataset!r})"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+
+
+class MicroBatchSampler(Sampler[int]):
+    """Endless dataset indices for one rank, from a given micro-batch onward.
+
+    Micro-batch k of rank r holds indices ((k * world + r) * batch_size + j). The training
+    dataset maps each index to a sample deterministically, so a resumed run sees exactly the data
+    an uninterrupted one would have seen.
+    """
+
+    def __init__(self, start_micro_batch: int, rank: int, world_size: int, batch_size: int) -> None:
+        self.start, self.rank, self.world, self.batch = (
+            start_micro_batch,
+            rank,
+            world_size,
+            batch_size,
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        k = self.start
+        while True:
+            first = (k * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+            k += 1
+
+
+def build_datasets(args: argparse.Namespace, tokenizer, num_image_tokens: int):
+    """(training mixture, validation set or None) from the command line."""
+    from utils.data import build_train_dataset, build_val_dataset
+
+    train_dataset = None if args.eval_only else build_train_dataset(args, tokenizer)
+    val_dataset = None if args.no_eval else build_val_dataset(args, tokenizer)
+    return train_dataset, val_dataset
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Move tensors once; images take the model's dtype."""
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if key in ("images", "images_clip"):
+                value = value.to(dtype)
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            value = [v.to(device, non_blocking=True) for v in value]
+        moved[key] = value
+    return moved
+
+
+# ------------------------------------------------------------------------------------------------
+# Loops
+
+
+class RunningMean:
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.total += value * n
+        self.count += n
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+@torch.no_grad()
+def validate(
+    engine, loader: DataLoader, info: DistributedInfo, dtype: torch.dtype
+) -> tuple[float, float]:
+    """gIoU (mean per-mask IoU) and cIoU (cumulative), summed over ranks."""
+    engine.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoU, masks
+    for batch in tqdm(loader, desc="validate", disable=not info.is_main, leave=False):
+        batch = to_device(batch, info.device, dtype)
+        output = engine(**batch)
+        for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
+            totals += mask_iou_statistics(pred > 0, gt)
+    totals = all_reduce_sum(totals.to(info.device)).cpu()
+    intersection, union, iou_sum, masks = totals.tolist()
+    return iou_sum / max(masks, 1), intersection / (union + 1e-10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    check_args(args)
+    info = init_distributed()
+    torch.manual_seed(args.seed)
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    precision = args.precision
+    dtype = resolve_dtype(precision, info.device)
+    if dtype == torch.float32:
+        precision = "fp32"
+    log_dir = Path(args.log_base_dir) / args.exp_name
+    if info.is_main:
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- model ---
+    tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
+    model = build_lisa(
+        args.version,
+        tokenizer,
+        vision_tower=args.vision_tower if Path(args.vision_tower).exists() else None,
+        vision_pretrained=args.vision_pretrained
+        if Path(args.vision_pretrained).is_file()
+        else None,
+        use_mm_start_end=args.use_mm_start_end,
+        out_dim=args.out_dim,
+        train_mask_decoder=args.train_mask_decoder,
+        loss_weights=(args.ce_loss_weight, args.dice_loss_weight, args.bce_loss_weight),
+        dtype=dtype,
+    )
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.trainable == "lisa" and args.lora_r > 0:
+        targets = tuple(args.lora_target_modules.split(","))
+        model = apply_lora(
+            model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
+        )
+    elif args.trainable == "all" and args.lora_r > 0:
+        logger.info("--trainable all trains every weight directly: LoRA is not used")
+    trainable = set_trainable(model, args.trainable)
+    if args.weight:
+        load_weights(model, args.weight)
+    lisa = unwrap_lisa(model)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
+
+    # --- data ---
+    train_dataset, val_dataset = build_datasets(args, tokenizer, lisa.model.num_image_tokens)
+    collate = partial(
+        collate_fn,
+        tokenizer=tokenizer,
+        conv_type=args.conv_type,
+        use_mm_start_end=args.use_mm_start_end,
+        model_max_length=args.model_max_length,
+        num_image_tokens=lisa.model.num_image_tokens,
+    )
+    val_loader = None
+    if val_dataset is not None:
+        val_loader = DataLoader(
+            val_dataset,
+            batch_size=args.val_batch_size,
+            sampler=list(
+                range(info.rank, len(val_dataset), info.world_size)
+            ),  # no padding duplicates
+            num_workers=args.workers,
+            collate_fn=partial(collate, inference=True),
+        )
+
+    # --- engine ---
+    import deepspeed
+
+    total_steps = args.epochs * args.steps_per_epoch
+    on_cpu = info.device.type == "cpu"
+    if args.deepspeed_config:
+        ds_config = load_deepspeed_config(args.deepspeed_config)
+    else:
+        ds_config = build_deepspeed_config(
+            micro_batch_size=args.batch_size,
+            grad_accumulation_steps=args.grad_accumulation_steps,
+            lr=args.lr,
+            betas=(args.beta1, args.beta2),
+            total_steps=total_steps,
+            precision=precision,
+            zero_stage=args.zero_stage,
+            with_optimizer=not on_cpu,
+        )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    client_optimizer = None
+    if "optimizer" not in ds_config:  # torch's AdamW: no extension to compile on a CPU
+        client_optimizer = torch.optim.AdamW(
+            parameters, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=0.0
+        )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=parameters, optimizer=client_optimizer, config=ds_config
+    )
+
+    # --- resume ---
+    global_step, best = 0, {"giou": -1.0, "ciou": 0.0, "epoch": -1}
+    resume = Path(args.resume) if args.resume else None
+    if resume is None and args.auto_resume and not args.eval_only:
+        resume = find_resume_checkpoint(log_dir)
+    if resume is not None:
+        if not (resume / "latest").is_file():
+            raise SystemExit(
+                f"--resume: {resume} is not a DeepSpeed checkpoint folder (no 'latest' file)"
+            )
+        _, client_state = engine.load_checkpoint(str(resume))
+        client_state = client_state or {}
+        global_step = int(client_state.get("global_step", 0))
+        best = client_state.get("best", best)
+        logger.info(
+            "resumed from %s at step %d (epoch %d)",
+            resume,
+            global_step,
+            global_step // args.steps_per_epoch,
+        )
+    elif args.start_epoch:
+        global_step = args.start_epoch * args.steps_per_epoch
+
+    writer = None
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(log_dir))
+
+    if args.eval_only:
+        giou, ciou = validate(engine, val_loader, info, dtype)
+        if info.is_main:
+            print(f"giou: {giou:.4f}, ciou: {ciou:.4f}")
+            writer.add_scalar("val/giou", giou, 0)
+            writer.add_scalar("val/ciou", ciou, 0)
+            writer.close()
+        return
+
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=args.batch_size,
+        sampler=MicroBatchSampler(
+            global_step * args.grad_accumulation_steps, info.rank, info.world_size, args.batch_size
+        ),
+        num_workers=args.workers,
+        collate_fn=collate,
+        persistent_workers=args.workers > 0,
+    )
+    train_iter = iter(train_loader)
+    if info.is_main:
+        print(
+            f"training {args.epochs} epochs x {args.steps_per_epoch} steps on {info.world_size} process(es), "
+            f"{len(val_dataset) if val_dataset is not None else 0} validation samples"
+        )
+
+    for epoch in range(global_step // args.steps_per_epoch, args.epochs):
+        engine.train()
+        meters = {
+            name: RunningMean()
+            for name in ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss", "mask_loss")
+        }
+        batch_time, data_time = RunningMean(), RunningMean()
+        first_step = global_step - epoch * args.steps_per_epoch
+        progress = tqdm(
+            range(first_step, args.steps_per_epoch),
+            desc=f"epoch {epoch}",
+            disable=not info.is_main,
+            initial=first_step,
+            total=args.steps_per_epoch,
+        )
+        end = time.perf_counter()
+        for step_in_epoch in progress:
+            for _ in range(args.grad_accumulation_steps):
+                batch = next(train_iter)
+                data_time.update(time.perf_counter() - end)
+                batch = to_device(batch, info.device, dtype)
+                output = engine(**batch)
+                engine.backward(output.loss)
+                engine.step()
+                for name, meter in meters.items():
+                    meter.update(float(output[name]))
+                end_micro = time.perf_counter()
+                batch_time.update(end_micro - end)
+                end = end_micro
+            global_step += 1
+            if not math.isfinite(meters["loss"].mean):
+                raise SystemExit(
+                    f"the loss became {meters['loss'].mean} at step {global_step}; lower --lr or check the data"
+                )
+            if global_step % args.print_freq == 0:
+                log_step(
+                    writer,
+                    info,
+                    meters,
+                    batch_time,
+                    data_time,
+                    scheduler,
+                    global_step,
+                    epoch,
+                    step_in_epoch,
+                    args,
+                    train_dataset,
+                )
+                meters = {name: RunningMean() for name in meters}
+                batch_time, data_time = RunningMean(), RunningMean()
+            if (
+                args.save_steps
+                and global_step % args.save_steps == 0
+                and step_in_epoch + 1 < args.steps_per_epoch
+            ):
+                save_checkpoint(
+                    engine, log_dir, {"global_step": global_step, "best": best}, info.is_main
+                )
+
+        metrics = {"epoch": epoch}
+        if val_loader is not None:
+            giou, ciou = validate(engine, val_loader, info, dtype)
+            metrics.update(giou=giou, ciou=ciou)
+            if info.is_main:
+                print(f"epoch {epoch}: giou: {giou:.4f}, ciou: {ciou:.4f}")
+                writer.add_scalar("val/giou", giou, epoch)
+                writer.add_scalar("val/ciou", ciou, epoch)
+        is_best = val_loader is None or metrics["giou"] > best["giou"]
+        if is_best and val_loader is not None:
+            best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "epoch": epoch}
+        save_checkpoint(engine, log_dir, {"global_step": global_step, "best": best}, info.is_main)
+        if is_best:
+            promote_to_best(log_dir, metrics, info.is_main)
+        if info.is_main:
+            write_json_atomic(log_dir / "last_epoch.json", metrics)
+    if writer is not None:
+        writer.close()
+    barrier()
+
+
+def log_step(
+    writer,
+    info,
+    meters,
+    batch_time,
+    data_time,
+    scheduler,
+    global_step,
+    epoch,
+    step_in_epoch,
+    args,
+    train_dataset,
+) -> None:
+    """Scalars to TensorBoard and one console line (main process only)."""
+    if not info.is_main:
+        return
+    lr = scheduler.get_last_lr()[0] if scheduler is not None else args.lr
+    values = {name: meter.mean for name, meter in meters.items()}
+    for name, value in values.items():
+        writer.add_scalar(f"train/{name}", value, global_step)
+    writer.add_scalar("train/lr", lr, global_step)
+    writer.add_scalar("metrics/total_secs_per_batch", batch_time.mean, global_step)
+    writer.add_scalar("metrics/data_secs_per_batch", data_time.mean, global_step)
+    skipped = getattr(train_dataset, "skipped", None)
+    skipped_total = skipped.total if skipped is not None else 0
+    writer.add_scalar("data/skipped_samples", skipped_total, global_step)
+    line = " ".join(f"{name} {value:.4f}" for name, value in values.items())
+    tqdm.write(
+        f"epoch {epoch} step {step_in_epoch + 1}/{args.steps_per_epoch} | {line} | lr {lr:.2e} | "
+        f"{batch_time.mean:.2f} s/batch (data {data_time.mean:.2f} s) | skipped samples {skipped_total}"
+    )
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a state dict saved by zero_to_fp32.py (or a merged model's) into the model."""
+    from model.checkpoint_files import load_state_dict_file
+
+    state = load_state_dict_file(path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "inv_freq" not in k]
+    if unexpected or (missing and len(missing) == len(list(model.state_dict()))):
+        raise SystemExit(
+            f"--weight: {path} does not fit this model ({len(unexpected)} unexpected keys, "
+            f"e.g. {unexpected[:3]})"
+        )
+    if missing:
+        logger.warning(
+            "--weight: %d keys not in %s keep their loaded values (e.g. %s)",
+            len(missing),
+            path,
+            missing[:3],
+        )
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.exit(130)
