@@ -1,0 +1,55 @@
+"""What trains under each recipe, and where LoRA goes."""
+
+import pytest
+import torch
+
+from model.builder import LoraSettings, apply_lora, lora_target_names, set_trainable, unwrap_lisa
+from model.LISA import LISAForCausalLM
+
+
+@pytest.fixture
+def model(tiny_random_lisa_dir):
+    return LISAForCausalLM.from_pretrained(tiny_random_lisa_dir)
+
+
+def test_lora_only_on_the_language_model(model):
+    names = lora_target_names(model, ("q_proj", "v_proj"))
+    assert names == [
+        f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")
+    ]
+    # SAM and CLIP have q_proj/v_proj linears too; none is chosen
+    assert any(n.endswith("q_proj") and "visual_model" in n for n, _ in model.named_modules())
+
+
+def test_original_recipe_trains_lora_heads_decoder_and_fcs(model):
+    wrapped = apply_lora(model, LoraSettings(r=4))
+    trained = set_trainable(wrapped, "lisa")
+    fully_trained = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
+    assert all("lora_" in n or any(k in n for k in fully_trained) for n in trained)
+    for part in ("lora_A", "lora_B", *fully_trained):
+        assert any(part in n for n in trained), part
+    frozen = {n for n, p in wrapped.named_parameters() if not p.requires_grad}
+    for part in (
+        "vision_tower",
+        "mm_projector",
+        "image_encoder",
+        "prompt_encoder",
+        "q_proj.base_layer",
+    ):
+        assert any(part in n for n in frozen), part
+    assert unwrap_lisa(wrapped) is model
+
+
+def test_all_recipe_trains_everything(model):
+    trained = set_trainable(model, "all")
+    assert len(trained) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="--trainable must be one of"):
+        set_trainable(model, "some")
+
+
+def test_lora_changes_nothing_before_training(model):
+    ids = torch.randint(3, 90, (1, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        after = apply_lora(model, LoraSettings(r=4))(input_ids=ids).logits
+    torch.testing.assert_close(before, after)
