@@ -1,0 +1,369 @@
+"""Chat with a LISA model in a terminal, or answer one question from a script.
+
+Interactive (the original's two questions, then the answer and the mask pictures):
+
+    python chat.py --version=PATH [--precision=bf16] [--load_in_8bit | --load_in_4bit]
+
+One-shot:
+
+    python chat.py --version=PATH --prompt="Where is the dog?" --image=dog.jpg [--output_json=out.json]
+
+Every mask of an answer is saved in --vis_save_path as {stem}_mask_{i}.jpg and
+{stem}_masked_img_{i}.jpg. The conversation goes on (the model sees the earlier turns) while the
+image stays the same; a new image starts a new conversation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.segmenter import (
+    InputError,
+    LisaSegmenter,
+    PromptTooLongError,
+    SegmentationResult,
+    read_image,
+)
+from utils.conversation import CONV_TYPES
+from utils.visualization import MaskFiles, save_mask_pictures
+
+PROMPT_QUESTION = "Please input your prompt: "
+IMAGE_QUESTION = "Please input the image path: "
+HELP = """\
+Type a prompt, then the path of an image. Commands at the prompt question:
+  /reset   start a new conversation (forget the earlier turns)
+  /quit    leave (Ctrl-D or Ctrl-C also leave)
+At the image question, press Enter to keep the current image and continue the conversation,
+or give another path to change the image (which starts a new conversation)."""
+QUIT_COMMANDS = ("/quit", "/exit")
+RESET_COMMAND = "/reset"
+HELP_COMMAND = "/help"
+EXIT_INTERRUPTED = 130  # the shell's convention for a program ended by Ctrl-C
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LISA chat", allow_abbrev=False)
+    parser.add_argument(
+        "--version", default="xinlai/LISA-13B-llama2-v1", help="checkpoint directory"
+    )
+    parser.add_argument("--vis_save_path", default="./vis_output", type=str)
+    parser.add_argument(
+        "--precision",
+        default="bf16",
+        type=str,
+        choices=["fp32", "bf16", "fp16"],
+        help="precision for inference (bf16 and fp16 run in fp32 on a CPU)",
+    )
+    parser.add_argument(
+        "--image_size",
+        default=1024,
+        type=int,
+        help="SAM input side; must match the checkpoint's SAM (1024 for released LISA models)",
+    )
+    parser.add_argument(
+        "--model_max_length", default=512, type=int, help="longest prompt in tokens"
+    )
+    parser.add_argument(
+        "--lora_r",
+        default=8,
+        type=int,
+        help="accepted for compatibility; unused (chat loads a checkpoint with LoRA merged)",
+    )
+    parser.add_argument(
+        "--vision-tower",
+        default=None,
+        type=str,
+        help="CLIP directory; default: the one the checkpoint's config names "
+        "(openai/clip-vit-large-patch14 for released LISA models)",
+    )
+    parser.add_argument(
+        "--local-rank", default=0, type=int, help="CUDA device index when --device is not given"
+    )
+    parser.add_argument("--load_in_8bit", action="store_true", default=False)
+    parser.add_argument("--load_in_4bit", action="store_true", default=False)
+    parser.add_argument("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--conv_type", default="llava_v1", type=str, choices=list(CONV_TYPES))
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when present)"
+    )
+    parser.add_argument("--max_new_tokens", default=512, type=int, help="longest answer in tokens")
+    parser.add_argument("--prompt", default=None, help="one-shot mode: the question (with --image)")
+    parser.add_argument(
+        "--image", default=None, help="one-shot mode: the image path (with --prompt)"
+    )
+    parser.add_argument(
+        "--output_json", default=None, help="one-shot mode: also write the result to this file"
+    )
+    parser.add_argument(
+        "--rle",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="put each mask as COCO RLE into the JSON result (needs pycocotools)",
+    )
+    args = parser.parse_args(argv)
+    if (args.prompt is None) != (args.image is None):
+        parser.error("one-shot mode needs both --prompt and --image")
+    if args.output_json is not None and args.prompt is None:
+        parser.error("--output_json is for the one-shot mode (--prompt and --image)")
+    if args.load_in_8bit and args.load_in_4bit:
+        parser.error("choose one of --load_in_8bit and --load_in_4bit")
+    for name in ("max_new_tokens", "model_max_length", "image_size"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    return args
+
+
+def resolve_device(args: argparse.Namespace) -> str | None:
+    """--device, else the CUDA device --local-rank names when CUDA is present, else the CPU."""
+    if args.device is not None:
+        return args.device
+    import torch
+
+    return f"cuda:{args.local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
+    """Load the model; a user mistake raises SystemExit with one sentence."""
+    try:
+        return LisaSegmenter.from_pretrained(
+            args.version,
+            precision=args.precision,
+            device=resolve_device(args),
+            vision_tower=args.vision_tower,
+            load_in_8bit=args.load_in_8bit,
+            load_in_4bit=args.load_in_4bit,
+            model_max_length=args.model_max_length,
+            image_size=args.image_size,
+            conv_type=args.conv_type,
+            use_mm_start_end=args.use_mm_start_end,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise SystemExit(f"chat.py: cannot load --version={args.version}: {error}") from None
+    except RuntimeError as error:
+        if args.load_in_8bit or args.load_in_4bit:
+            raise SystemExit(quantization_failure(args, error)) from None
+        raise
+
+
+def quantization_failure(args: argparse.Namespace, error: Exception) -> str:
+    try:
+        from importlib.metadata import version
+
+        installed = f"bitsandbytes {version('bitsandbytes')}"
+    except Exception:  # not installed, or no metadata: the message says so either way
+        installed = "bitsandbytes (not installed)"
+    bits = "8-bit" if args.load_in_8bit else "4-bit"
+    return (
+        f"chat.py: {bits} loading failed with {installed} on {resolve_device(args)}: {error} "
+        "(run without --load_in_8bit/--load_in_4bit, or install a bitsandbytes build for this device)"
+    )
+
+
+def one_line(error: Exception) -> str:
+    """An error message on a single line (library messages sometimes span several)."""
+    return " ".join(str(error).split())
+
+
+@dataclass
+class Conversation:
+    """What the chat remembers between turns."""
+
+    image_path: Path | None = None  # resolved path of the current image
+    image_mtime: float | None = None  # so that an image rewritten on disk counts as new
+    pixels: np.ndarray | None = None  # [H, W, 3] uint8 RGB of the current image
+    history: list[tuple[str, str]] = field(default_factory=list)
+    masks_saved: int = 0  # masks of this conversation so far: the next mask file's index
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.masks_saved = 0
+
+
+def answer_turn(
+    segmenter: LisaSegmenter,
+    conversation: Conversation,
+    prompt: str,
+    save_dir: Path,
+) -> tuple[SegmentationResult, list[MaskFiles]]:
+    """One turn: generate, remember it, save its masks. Raises InputError on a bad prompt."""
+    while True:
+        try:
+            result = segmenter.segment(conversation.pixels, prompt, history=conversation.history)
+            break
+        except PromptTooLongError:
+            if not conversation.history:
+                raise
+            conversation.history.pop(0)  # make room: the oldest turn goes first
+            print(
+                f"(The conversation is longer than --model_max_length={segmenter.model_max_length} "
+                "tokens: the oldest turn was dropped.)"
+            )
+    conversation.history = result.history
+    files = save_mask_pictures(
+        conversation.pixels,
+        result.masks,
+        save_dir,
+        conversation.image_path.stem,
+        first_index=conversation.masks_saved,
+    )
+    conversation.masks_saved += len(files)
+    return result, files
+
+
+def report(result: SegmentationResult, files: list[MaskFiles]) -> None:
+    print(f"text_output: {result.text}")
+    for mask_files in files:
+        print(f"{mask_files.mask_path} has been saved.")
+        print(f"{mask_files.overlay_path} has been saved.")
+    if not files:
+        print("(no [SEG] in the answer: no mask)")
+
+
+def open_image(conversation: Conversation, path_text: str) -> str | None:
+    """Switch to the image at ``path_text`` unless it is the current one; returns a notice."""
+    path = Path(path_text.strip().strip("'\"")).expanduser()
+    try:
+        resolved, mtime = path.resolve(), path.stat().st_mtime
+    except OSError:
+        resolved, mtime = path, None  # missing: let read_image phrase the message
+    if resolved == conversation.image_path and mtime == conversation.image_mtime:
+        return None
+    pixels = read_image(path)  # InputError leaves the conversation as it was
+    conversation.image_path, conversation.image_mtime, conversation.pixels = resolved, mtime, pixels
+    conversation.reset()
+    height, width = pixels.shape[:2]
+    return f"New conversation about {path} ({width}x{height})."
+
+
+def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
+    print(HELP)
+    conversation = Conversation()
+    try:
+        while True:
+            prompt = input(PROMPT_QUESTION)
+            command = prompt.strip().lower()
+            if command in QUIT_COMMANDS:
+                return 0
+            if command == RESET_COMMAND:
+                conversation.reset()
+                print("Conversation cleared; the next prompt starts a new one.")
+                continue
+            if command == HELP_COMMAND:
+                print(HELP)
+                continue
+            if not prompt.strip():
+                print("The prompt is empty: type a question (or /quit).")
+                continue
+            path_text = input(IMAGE_QUESTION)
+            try:
+                if path_text.strip():
+                    notice = open_image(conversation, path_text)
+                    if notice:
+                        print(notice)
+                elif conversation.pixels is None:
+                    print("No image yet: give the path of an image.")
+                    continue
+                result, files = answer_turn(segmenter, conversation, prompt, save_dir)
+            except PromptTooLongError as error:
+                print(
+                    f"The prompt is {error.num_tokens} tokens long, more than "
+                    f"--model_max_length={error.limit}; shorten it."
+                )
+                continue
+            except (InputError, OSError) as error:
+                print(one_line(error))
+                continue
+            report(result, files)
+    except EOFError:
+        print()
+        return 0
+    except KeyboardInterrupt:
+        print()
+        return EXIT_INTERRUPTED
+
+
+def one_shot(segmenter: LisaSegmenter, args: argparse.Namespace, save_dir: Path) -> int:
+    conversation = Conversation()
+    try:
+        open_image(conversation, args.image)
+        result, files = answer_turn(segmenter, conversation, args.prompt, save_dir)
+    except PromptTooLongError as error:
+        print(
+            f"chat.py: the prompt is {error.num_tokens} tokens long, more than "
+            f"--model_max_length={error.limit}.",
+            file=sys.stderr,
+        )
+        return 1
+    except (InputError, OSError) as error:
+        print(f"chat.py: {one_line(error)}", file=sys.stderr)
+        return 1
+    report(result, files)
+    if args.output_json is not None:
+        write_result_json(Path(args.output_json), args, result, files)
+    return 0
+
+
+def write_result_json(
+    path: Path, args: argparse.Namespace, result: SegmentationResult, files: list[MaskFiles]
+) -> None:
+    masks = []
+    for mask, mask_files in zip(result.masks, files, strict=True):
+        entry = {
+            "mask_path": str(mask_files.mask_path),
+            "overlay_path": str(mask_files.overlay_path),
+            "area": int(mask.sum()),
+            "size": list(mask.shape),
+        }
+        if args.rle:
+            from utils.mask_rle import encode_rle  # pycocotools only when asked for
+
+            entry["rle"] = encode_rle(mask)
+        masks.append(entry)
+    document = {"prompt": args.prompt, "image": args.image, "answer": result.text, "masks": masks}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{path} has been saved.")
+
+
+def quiet_libraries() -> None:
+    """Our own warnings (e.g. bf16 -> fp32 on a CPU) as bare lines; no library progress bars."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rle:
+        try:
+            import pycocotools  # noqa: F401
+        except ImportError:
+            raise SystemExit("chat.py: --rle needs pycocotools (pip install pycocotools)") from None
+    quiet_libraries()
+    save_dir = Path(args.vis_save_path)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"chat.py: cannot create --vis_save_path={save_dir}: {error}") from None
+    try:
+        segmenter = load_segmenter(args)
+        if args.prompt is not None:
+            return one_shot(segmenter, args, save_dir)
+        return interactive(segmenter, save_dir)
+    except KeyboardInterrupt:
+        print()
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

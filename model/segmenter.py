@@ -1,0 +1,402 @@
+"""The Python API: load a LISA checkpoint once, then ask questions about images.
+
+    from model.segmenter import LisaSegmenter
+
+    segmenter = LisaSegmenter.from_pretrained("./LISA-7B-v1", precision="bf16")
+    result = segmenter("dog.jpg", "Where is the dog's tail? Please output segmentation mask.")
+    result.text    # the answer, e.g. "Sure, [SEG]."
+    result.masks   # one bool [H, W] array per [SEG], at the image's original size
+    more = segmenter("dog.jpg", "And its nose?", history=result.history)  # multi-turn
+    both = segmenter([("a.jpg", "Segment the car."), ("b.jpg", "Segment the cat.")])  # one batch
+
+chat.py and predict.py go through this class, so every way of running the model shares one
+preprocessing and decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
+``build_chat_prompt``, ``tokenizer_image_token``, ``LISAForCausalLM.evaluate``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from model.LISA import LISAForCausalLM
+from model.loading import load_pretrained_model
+from utils.constants import (
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_TOKEN,
+    SEG_TOKEN,
+)
+from utils.conversation import build_chat_prompt, build_conversation, wrap_image_token
+from utils.tokenization import LegacyLlamaTokenizer, decode_answer, tokenizer_image_token
+from utils.transforms import (
+    ImagePreprocessor,
+    PreparedImage,
+    _to_rgb,  # the PIL -> RGB conversion load_image uses, so a PIL input matches its file
+    load_image,
+    longest_side_shape,
+)
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+History = Sequence[tuple[str, str]]  # earlier (user text, answer) turns about the same image
+_PLACEHOLDERS = (DEFAULT_IMAGE_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN)
+
+
+class InputError(ValueError):
+    """A caller's mistake in an image or a prompt; the message is one sentence naming it."""
+
+
+class PromptTooLongError(InputError):
+    """The prompt (with its history) has more tokens than the tokenizer's model_max_length."""
+
+    def __init__(self, num_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"The prompt is {num_tokens} tokens long (conversation history included), "
+            f"more than model_max_length = {limit} allows."
+        )
+        self.num_tokens = num_tokens
+        self.limit = limit
+
+
+@dataclass
+class SegmentationResult:
+    """The answer to one prompt about one image."""
+
+    text: str  # the answer: no special tokens, no image placeholder ([SEG] kept where it was said)
+    masks: list[np.ndarray]  # one bool [H, W] per [SEG] of this answer, at the original size
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier turns + this one
+
+
+@dataclass
+class _Image:
+    """An input image read as RGB, with a name for messages."""
+
+    pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
+    name: str
+
+
+def read_image(image: ImageInput) -> np.ndarray:
+    """Any accepted image input -> upright RGB uint8 ``[H, W, 3]``.
+
+    Accepts a file path, a PIL image (any mode; EXIF orientation applied) or a numpy uint8 array
+    in RGB order: ``[H, W]`` grey, ``[H, W, 1]``, ``[H, W, 3]`` or ``[H, W, 4]`` (alpha dropped).
+
+    Raises:
+        InputError: a missing path, a directory, an unreadable, truncated or oversized image
+            file, or an array of another shape or dtype.
+    """
+    return _read(image).pixels
+
+
+def _read(image: ImageInput) -> _Image:
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        if path.is_dir():
+            raise InputError(f"{str(path)!r} is a directory, not an image file.")
+        if not path.exists():
+            raise InputError(f"Image file {str(path)!r} does not exist.")
+        try:
+            return _Image(load_image(path), str(path))
+        except Image.DecompressionBombError as error:
+            raise InputError(
+                f"Image {str(path)!r} is too large to decode safely: {error}"
+            ) from error
+        except ValueError as error:
+            raise InputError(str(error)) from error
+    if isinstance(image, Image.Image):
+        try:
+            return _Image(_to_rgb(ImageOps.exif_transpose(image)), "the PIL image")
+        except (OSError, ValueError) as error:
+            raise InputError(f"Cannot convert the PIL image to RGB: {error}.") from error
+    if isinstance(image, np.ndarray):
+        return _Image(_array_to_rgb(image), "the image array")
+    raise InputError(
+        f"An image must be a path, a PIL image or a numpy array, got {type(image).__name__}."
+    )
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise InputError(f"An image array must be uint8 (0-255 RGB), got {array.dtype}.")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape[:2]:
+        raise InputError(
+            f"An image array must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {array.shape}."
+        )
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+class LisaSegmenter:
+    """A loaded LISA model with its tokenizer, templates and image transforms.
+
+    Args:
+        tokenizer, model, preprocessor: as :func:`model.loading.load_pretrained_model` returns
+            them.
+        conv_type: conversation template, "llava_v1" or "llava_llama_2".
+        use_mm_start_end: wrap the image in <im_start>/<im_end>; default: as the checkpoint
+            was trained (config ``mm_use_im_start_end``).
+        max_new_tokens: default answer length limit.
+    """
+
+    def __init__(
+        self,
+        tokenizer: LegacyLlamaTokenizer,
+        model: LISAForCausalLM,
+        preprocessor: ImagePreprocessor,
+        *,
+        conv_type: str = "llava_v1",
+        use_mm_start_end: bool | None = None,
+        max_new_tokens: int = 512,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.preprocessor = preprocessor
+        self.conv_type = conv_type
+        if use_mm_start_end is None:
+            use_mm_start_end = bool(getattr(model.config, "mm_use_im_start_end", True))
+        self.use_mm_start_end = use_mm_start_end
+        self.max_new_tokens = max_new_tokens
+        self.seg_token_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        precision: str = "bf16",
+        device: str | torch.device | None = None,
+        vision_tower: str | None = None,
+        load_in_8bit: bool = False,
+        load_in_4bit: bool = False,
+        model_max_length: int = 512,
+        image_size: int | None = None,
+        conv_type: str = "llava_v1",
+        use_mm_start_end: bool | None = None,
+        max_new_tokens: int = 512,
+    ) -> LisaSegmenter:
+        """Load a checkpoint directory (see :func:`model.loading.load_pretrained_model`).
+
+        ``precision`` "bf16"/"fp16" run in fp32 on a CPU (one log line says so); ``device``
+        defaults to CUDA when present; ``image_size`` (SAM input side) defaults to the size the
+        checkpoint's SAM was built for and must equal it when given.
+        """
+        tokenizer, model, preprocessor = load_pretrained_model(
+            path,
+            vision_tower=vision_tower,
+            precision=precision,
+            device=device,
+            load_in_8bit=load_in_8bit,
+            load_in_4bit=load_in_4bit,
+            model_max_length=model_max_length,
+            image_size=image_size,
+        )
+        sam_size = model.model.visual_model.image_size
+        if image_size is not None and image_size != sam_size:
+            raise ValueError(
+                f"image_size {image_size} does not match the {sam_size}-pixel input the "
+                f"checkpoint's SAM was built for."
+            )
+        return cls(
+            tokenizer,
+            model,
+            preprocessor,
+            conv_type=conv_type,
+            use_mm_start_end=use_mm_start_end,
+            max_new_tokens=max_new_tokens,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def model_max_length(self) -> int:
+        return self.tokenizer.model_max_length
+
+    # --- prompts -------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt: str, history: History | None = None) -> list[int]:
+        """Token ids of the chat prompt (image sentinel included), checked.
+
+        Raises:
+            InputError: an empty prompt, an image placeholder typed into the text.
+            PromptTooLongError: more tokens than ``model_max_length``.
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("The prompt is empty.")
+        turns = [*(history or []), (prompt, "")]
+        for user_text, _ in turns:
+            for placeholder in _PLACEHOLDERS:
+                if placeholder in user_text:
+                    raise InputError(
+                        f"The prompt contains {placeholder}: leave it out, the image is put in "
+                        "front of the first message by itself."
+                    )
+        text = build_chat_prompt(prompt, self.conv_type, self.use_mm_start_end, history)
+        return self._checked_ids(text)
+
+    def _checked_ids(self, text: str) -> list[int]:
+        ids = tokenizer_image_token(text, self.tokenizer)
+        if len(ids) > self.model_max_length:
+            raise PromptTooLongError(len(ids), self.model_max_length)
+        return ids
+
+    # --- images --------------------------------------------------------------------------------
+
+    def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
+        sam_side = self.preprocessor.sam.image_size
+        prepared = []
+        for image in images:
+            height, width = image.pixels.shape[:2]
+            if 0 in longest_side_shape(height, width, sam_side):
+                raise InputError(
+                    f"{image.name} is {width}x{height} pixels: too narrow to scale to "
+                    f"{sam_side} pixels on its long side."
+                )
+            prepared.append(self.preprocessor(image.pixels))
+        return tuple(prepared)
+
+    def _batch_tensors(
+        self, prepared: Sequence[PreparedImage]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+        """-> images_clip [B, 3, s, s], images [B, 3, S, S] on the model's device, resizes, sizes."""
+        images_clip = torch.cat([p.images_clip for p in prepared]).to(self.device)
+        images = torch.cat([p.images for p in prepared]).to(self.device)
+        return (
+            images_clip,
+            images,
+            [p.resize for p in prepared],
+            [p.original_size for p in prepared],
+        )
+
+    def _padded(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded [N, L] ids and their [N, L] bool attention mask."""
+        length = max(len(row) for row in rows)
+        ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = True
+        return ids.to(self.device), mask.to(self.device)
+
+    # --- asking --------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        image: ImageInput | Sequence[tuple],
+        prompt: str | None = None,
+        *,
+        history: History | None = None,
+        max_new_tokens: int | None = None,
+    ) -> SegmentationResult | list[SegmentationResult]:
+        """``segmenter(image, prompt, history=...)`` -> one result;
+        ``segmenter([(image, prompt), (image, prompt, history), ...])`` -> a list (one batch)."""
+        if prompt is None and isinstance(image, list | tuple):
+            if history is not None:
+                raise ValueError("in a batch, give each request's history inside its tuple")
+            return self.segment_batch(image, max_new_tokens=max_new_tokens)
+        return self.segment(image, prompt, history=history, max_new_tokens=max_new_tokens)
+
+    def segment(
+        self,
+        image: ImageInput,
+        prompt: str,
+        *,
+        history: History | None = None,
+        max_new_tokens: int | None = None,
+    ) -> SegmentationResult:
+        """Answer ``prompt`` about ``image`` (continuing ``history``) and decode its masks."""
+        return self.segment_batch([(image, prompt, history)], max_new_tokens=max_new_tokens)[0]
+
+    def segment_batch(
+        self, requests: Sequence[tuple], *, max_new_tokens: int | None = None
+    ) -> list[SegmentationResult]:
+        """Answer several (image, prompt) or (image, prompt, history) requests in one batch.
+
+        Generation is greedy with a key/value cache; each answer stops at EOS or after
+        ``max_new_tokens``. Masks are those of the [SEG]s in the new answer only (a [SEG] in
+        the history was answered in its own turn).
+        """
+        if not requests:
+            return []
+        images, prompts, histories = [], [], []
+        for request in requests:
+            if not isinstance(request, tuple | list) or len(request) not in (2, 3):
+                raise ValueError("each request must be (image, prompt) or (image, prompt, history)")
+            images.append(_read(request[0]))
+            prompts.append(request[1])
+            histories.append(list(request[2] or []) if len(request) == 3 else [])
+        rows = [self.prompt_ids(p, h) for p, h in zip(prompts, histories, strict=True)]
+        prepared = self._prepare(images)
+        images_clip, sam_images, resizes, sizes = self._batch_tensors(prepared)
+        input_ids, attention_mask = self._padded(rows)
+        with torch.inference_mode():
+            output_ids, mask_logits = self.model.evaluate(
+                images_clip,
+                sam_images,
+                input_ids,
+                resizes,
+                sizes,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                tokenizer=self.tokenizer,
+                attention_mask=attention_mask,
+            )
+        results = []
+        for i, row in enumerate(rows):
+            text = decode_answer(output_ids[i, len(row) :], self.tokenizer, clean=True)
+            earlier_segs = row.count(self.seg_token_id)  # their masks come first; drop them
+            masks = [(m > 0).cpu().numpy() for m in mask_logits[i][earlier_segs:]]
+            results.append(
+                SegmentationResult(
+                    text=text, masks=masks, history=[*histories[i], (prompts[i], text)]
+                )
+            )
+        return results
+
+    def segment_with_answer(
+        self, requests: Sequence[tuple[ImageInput, str, str]]
+    ) -> list[list[np.ndarray]]:
+        """Masks of a given answer, without generation (as LISA's validate() scores a model).
+
+        Each request is (image, user text, answer); the conversation ``user text`` -> ``answer``
+        runs through the model once and every [SEG] of the answer yields a mask. Validation asks
+        ``" What is X in this image? Please output segmentation mask."`` with answer ``"[SEG]."``.
+
+        Returns:
+            Per request, one bool [H, W] array per [SEG] in the answer.
+        """
+        if not requests:
+            return []
+        images, rows = [], []
+        for image, question, answer in requests:
+            if not question.strip():
+                raise InputError("The prompt is empty.")
+            images.append(_read(image))
+            conversation = build_conversation(
+                [(DEFAULT_IMAGE_TOKEN + "\n" + question, answer)], self.conv_type
+            )
+            rows.append(self._checked_ids(wrap_image_token(conversation, self.use_mm_start_end)))
+        prepared = self._prepare(images)
+        images_clip, sam_images, resizes, sizes = self._batch_tensors(prepared)
+        input_ids, attention_mask = self._padded(rows)
+        with torch.inference_mode():
+            output = self.model.model_forward(
+                images=sam_images,
+                images_clip=images_clip,
+                input_ids=input_ids,
+                attention_masks=attention_mask,
+                # only the output size is read from a label: a stride-0 view costs no memory
+                label_list=[torch.empty(()).expand(*size) for size in sizes],
+                resize_list=resizes,
+                inference=True,
+            )
+        return [[(m > 0).cpu().numpy() for m in logits] for logits in output.pred_masks]
