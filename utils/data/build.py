@@ -1,0 +1,177 @@
+"""Building the training mixture and the validation sets from the command-line flags.
+
+train_ds.py calls :func:`build_datasets` with its parsed arguments; the flag names and defaults
+are the original's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from utils.data.bad_samples import MissingSourceError
+from utils.data.hybrid_dataset import HybridDataset, SourceGroup
+from utils.data.label_map_sources import LABEL_MAP_SOURCES
+from utils.data.part_sources import PART_SOURCES
+from utils.data.reason_seg_source import reason_seg_source
+from utils.data.refer_seg_source import refer_seg_source
+from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
+from utils.data.val_dataset import ValDataset
+from utils.data.vqa_source import vqa_source
+from utils.transforms import ClipTransform
+
+TASKS = ("sem_seg", "refer_seg", "vqa", "reason_seg")
+SEM_SEG_SOURCES = (*LABEL_MAP_SOURCES, *PART_SOURCES)
+
+
+@dataclass
+class DataConfig:
+    """The data flags of train_ds.py (names and defaults of the original)."""
+
+    dataset_dir: str = "./dataset"  # root of the tree described in dataset/README.md
+    dataset: str = "sem_seg||refer_seg||vqa||reason_seg"  # tasks of the training mixture
+    sample_rates: str = "9,3,3,1"  # relative weight of each task, in the order of --dataset
+    sem_seg_data: str = "ade20k||cocostuff||pascal_part||paco_lvis||mapillary"
+    refer_seg_data: str = "refclef||refcoco||refcoco+||refcocog"  # grefcoco may be added
+    vqa_data: str = "llava_instruct_150k"  # llava_dataset/<name>.json
+    reason_seg_data: str = "ReasonSeg|train"  # NAME|SPLIT[_SPLIT...]
+    val_dataset: str = "ReasonSeg|val"  # one name, or several joined by '||'
+    num_classes_per_sample: int = 3  # most questions (and masks) per training sample
+    explanatory: float = 0.1  # probability of text-only explained answers; -1 disables
+    exclude_val: bool = False  # leave the validation images out of every training source
+    image_size: int = 1024  # SAM input side
+    conv_type: str = "llava_v1"  # conversation template
+    seed: int = 0  # base of the training draws
+
+    @classmethod
+    def from_args(cls, args: Any) -> DataConfig:
+        """Take every field that ``args`` (an argparse Namespace or similar) has."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def _names(flag: str, value: str) -> list[str]:
+    names = [name.strip() for name in value.split("||") if name.strip()]
+    if not names:
+        raise ValueError(f"--{flag} is empty.")
+    return names
+
+
+def _sem_seg_sources(
+    config: DataConfig, builder: SampleBuilder, exclude: Collection[str]
+) -> list[TrainingSource]:
+    sources: list[TrainingSource] = []
+    for name in _names("sem_seg_data", config.sem_seg_data):
+        make = LABEL_MAP_SOURCES.get(name) or PART_SOURCES.get(name)
+        if make is None:
+            raise ValueError(
+                f"unknown --sem_seg_data entry {name!r}; expected some of {'||'.join(SEM_SEG_SOURCES)}."
+            )
+        sources.append(
+            make(Path(config.dataset_dir), builder, config.num_classes_per_sample, exclude)
+        )
+    return sources
+
+
+def build_train_dataset(
+    config: DataConfig,
+    builder: SampleBuilder,
+    *,
+    samples_per_epoch: int,
+    exclude_images: Collection[str] = frozenset(),
+) -> HybridDataset:
+    """The training mixture of ``config.dataset`` weighted by ``config.sample_rates``.
+
+    Args:
+        exclude_images: image keys (:func:`utils.data.image_keys.image_key`) left out of every
+            source.
+
+    Raises:
+        MissingSourceError: a requested source is absent (the message names the expected path).
+        ValueError: malformed flags.
+    """
+    tasks = _names("dataset", config.dataset)
+    try:
+        rates = [float(rate) for rate in str(config.sample_rates).split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--sample_rates {config.sample_rates!r} is not comma-separated numbers."
+        ) from None
+    if len(rates) != len(tasks):
+        raise ValueError(
+            f"--sample_rates has {len(rates)} values for the {len(tasks)} tasks of --dataset."
+        )
+    dataset_dir = Path(config.dataset_dir)
+    if not dataset_dir.is_dir():
+        raise MissingSourceError(f"--dataset_dir {dataset_dir} is not a folder.")
+    groups = []
+    for task, rate in zip(tasks, rates, strict=True):
+        if task == "sem_seg":
+            sources = _sem_seg_sources(config, builder, exclude_images)
+        elif task == "refer_seg":
+            sources = [
+                refer_seg_source(
+                    dataset_dir, name, builder, config.num_classes_per_sample, exclude_images
+                )
+                for name in _names("refer_seg_data", config.refer_seg_data)
+            ]
+        elif task == "vqa":
+            sources = [vqa_source(dataset_dir, config.vqa_data, builder, exclude_images)]
+        elif task == "reason_seg":
+            sources = [
+                reason_seg_source(
+                    dataset_dir,
+                    config.reason_seg_data,
+                    builder,
+                    config.num_classes_per_sample,
+                    config.explanatory,
+                    exclude_images,
+                )
+            ]
+        else:
+            raise ValueError(
+                f"unknown --dataset entry {task!r}; expected some of {'||'.join(TASKS)}."
+            )
+        groups.append(SourceGroup(task, sources, rate))
+    return HybridDataset(groups, samples_per_epoch=samples_per_epoch, seed=config.seed)
+
+
+def build_val_datasets(config: DataConfig, builder: SampleBuilder) -> list[ValDataset]:
+    """One :class:`ValDataset` per name in ``config.val_dataset``."""
+    return [
+        ValDataset(config.dataset_dir, name, builder)
+        for name in _names("val_dataset", config.val_dataset)
+    ]
+
+
+def build_datasets(
+    args: Any,
+    *,
+    clip_transform: ClipTransform,
+    samples_per_epoch: int,
+    with_validation: bool = True,
+) -> tuple[HybridDataset, list[ValDataset]]:
+    """What train_ds.py needs: the training mixture and the validation sets.
+
+    Args:
+        args: parsed flags (see :class:`DataConfig` for the names used).
+        clip_transform: ``ClipTransform.from_pretrained(<vision tower directory>)``.
+        samples_per_epoch: batch size x gradient accumulation x steps per epoch x world size.
+        with_validation: False for ``--no_eval`` (the validation sets are still read when
+            ``--exclude_val`` needs their images, but not returned).
+
+    Returns:
+        (training mixture, validation sets in the order of ``--val_dataset``).
+    """
+    config = DataConfig.from_args(args)
+    builder = SampleBuilder(
+        clip_transform=clip_transform, image_size=config.image_size, conv_template=config.conv_type
+    )
+    val_sets = build_val_datasets(config, builder) if with_validation or config.exclude_val else []
+    excluded = set().union(*(v.image_keys() for v in val_sets)) if config.exclude_val else set()
+    train_set = build_train_dataset(
+        config, builder, samples_per_epoch=samples_per_epoch, exclude_images=excluded
+    )
+    return train_set, val_sets if with_validation else []

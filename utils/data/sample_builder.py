@@ -1,0 +1,115 @@
+"""The one path from an image file, questions and masks to a :class:`utils.collate.Sample`.
+
+Every reader (training sources and validation sets) goes through :class:`SampleBuilder`: it reads
+the image robustly, applies the SAM and CLIP transforms, and writes the conversations with the
+template it was given (never a module-level default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.collate import Sample
+from utils.conversation import Conversation, get_conv_template
+from utils.data.bad_samples import BadSampleError, SkipReason
+from utils.transforms import ClipTransform, SamTransform, load_image
+
+
+class SampleBuilder:
+    """Image transforms plus conversation template, shared by all datasets.
+
+    Args:
+        clip_transform: CLIP preprocessing of the vision tower
+            (``ClipTransform.from_pretrained(vision_tower_dir)``).
+        image_size: side of SAM's square input (``--image_size``, 1024 for SAM).
+        conv_template: a template name (``llava_v1``, ``llava_llama_2``) or a
+            :class:`Conversation`; its messages are ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        clip_transform: ClipTransform,
+        image_size: int = 1024,
+        conv_template: str | Conversation = "llava_v1",
+    ) -> None:
+        self.clip = clip_transform
+        self.sam = SamTransform(image_size)
+        template = (
+            get_conv_template(conv_template) if isinstance(conv_template, str) else conv_template
+        )
+        self.template = dataclasses.replace(template, messages=[])
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_size
+
+    def conversation(self, turns: Sequence[tuple[str, str]]) -> str:
+        """One conversation: each (user message, answer) appended in order, then the prompt."""
+        conv = dataclasses.replace(self.template, messages=[])
+        for question, answer in turns:
+            conv.append_message(conv.roles[0], question)
+            conv.append_message(conv.roles[1], answer)
+        return conv.get_prompt()
+
+    @staticmethod
+    def read_image(path: str | os.PathLike) -> np.ndarray:
+        """RGB uint8 ``[H, W, 3]``; raises :class:`BadSampleError` when absent or unreadable."""
+        if not Path(path).is_file():
+            raise BadSampleError(SkipReason.MISSING_FILE, f"image {str(path)!r} does not exist")
+        try:
+            return load_image(path)
+        except ValueError as error:
+            raise BadSampleError(SkipReason.UNREADABLE_IMAGE, str(error)) from error
+
+    def build(
+        self,
+        *,
+        image_path: str | os.PathLike,
+        image: np.ndarray,
+        conversations: list[str],
+        masks: np.ndarray | torch.Tensor,
+        label: torch.Tensor | None = None,
+        questions: list[str] | None = None,
+        sampled_classes: list[str] | None = None,
+        inference: bool = False,
+    ) -> Sample:
+        """Transform the image and package everything.
+
+        Args:
+            image: RGB uint8 ``[H, W, 3]``.
+            conversations: full conversations, each with one ``<image>``.
+            masks: ``[n, H, W]``, one per ``[SEG]`` in order (``n`` may be 0).
+            label: ``[H, W]`` class map with 255 = ignore; all 255 (float) when None.
+
+        Returns:
+            A :class:`Sample` whose masks are float32 ``[n, H, W]``.
+        """
+        height, width = image.shape[:2]
+        masks = torch.as_tensor(masks)
+        if masks.dim() != 3 or tuple(masks.shape[1:]) != (height, width):
+            raise ValueError(
+                f"{image_path}: masks of shape {tuple(masks.shape)} do not match the "
+                f"{height}x{width} image."
+            )
+        if label is None:
+            label = torch.full((height, width), 255.0)
+        sam_input, resize = self.sam(image)
+        return Sample(
+            image_path=str(image_path),
+            image=sam_input,
+            image_clip=self.clip(image),
+            conversations=conversations,
+            masks=masks.float(),
+            label=label,
+            resize=resize,
+            questions=questions,
+            sampled_classes=sampled_classes,
+            inference=inference,
+        )
