@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.segment_anything.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
@@ -97,6 +96,10 @@ class SamTransform:
         self.image_size = image_size
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
         self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
+        # (v - mean) / std for every uint8 value v, in float32 as the direct formula computes it:
+        # a table lookup gives identical numbers at a fraction of the cost per image.
+        values = torch.arange(256, dtype=torch.float32).view(1, 256)
+        self._lut = ((values - self.pixel_mean.view(3, 1)) / self.pixel_std.view(3, 1)).numpy()
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """[H, W, 3] uint8 -> [h', w', 3] uint8 with max(h', w') = image_size."""
@@ -109,10 +112,12 @@ class SamTransform:
 
     def normalize_and_pad(self, resized: np.ndarray) -> torch.Tensor:
         """[h', w', 3] uint8 -> [3, S, S] float32, normalised then zero-padded bottom/right."""
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()  # [3, h', w']
-        x = (x - self.pixel_mean) / self.pixel_std
-        pad_h, pad_w = self.image_size - x.shape[1], self.image_size - x.shape[2]
-        return F.pad(x, (0, pad_w, 0, pad_h))
+        _check_rgb(resized, "resized")
+        height, width = resized.shape[:2]
+        out = np.zeros((3, self.image_size, self.image_size), dtype=np.float32)  # [3, S, S]
+        for channel in range(3):
+            np.take(self._lut[channel], resized[:, :, channel], out=out[channel, :height, :width])
+        return torch.from_numpy(out)
 
     def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         resized = self.resize(image)
