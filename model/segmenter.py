@@ -9,8 +9,8 @@
     more = segmenter("dog.jpg", "And its nose?", history=result.history)  # multi-turn
     both = segmenter([("a.jpg", "Segment the car."), ("b.jpg", "Segment the cat.")])  # one batch
 
-chat.py and predict.py go through this class, so every way of running the model shares one
-preprocessing and decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
+chat.py goes through this class, so the terminal and Python share one preprocessing and
+decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
 ``build_chat_prompt``, ``tokenizer_image_token``, ``LISAForCausalLM.evaluate``).
 """
 
@@ -33,7 +33,7 @@ from utils.constants import (
     DEFAULT_IMAGE_TOKEN,
     SEG_TOKEN,
 )
-from utils.conversation import build_chat_prompt, build_conversation, wrap_image_token
+from utils.conversation import build_chat_prompt
 from utils.tokenization import LegacyLlamaTokenizer, decode_answer, tokenizer_image_token
 from utils.transforms import (
     ImagePreprocessor,
@@ -242,9 +242,6 @@ class LisaSegmenter:
                         "front of the first message by itself."
                     )
         text = build_chat_prompt(prompt, self.conv_type, self.use_mm_start_end, history)
-        return self._checked_ids(text)
-
-    def _checked_ids(self, text: str) -> list[int]:
         ids = tokenizer_image_token(text, self.tokenizer)
         if len(ids) > self.model_max_length:
             raise PromptTooLongError(len(ids), self.model_max_length)
@@ -361,42 +358,3 @@ class LisaSegmenter:
                 )
             )
         return results
-
-    def segment_with_answer(
-        self, requests: Sequence[tuple[ImageInput, str, str]]
-    ) -> list[list[np.ndarray]]:
-        """Masks of a given answer, without generation (as LISA's validate() scores a model).
-
-        Each request is (image, user text, answer); the conversation ``user text`` -> ``answer``
-        runs through the model once and every [SEG] of the answer yields a mask. Validation asks
-        ``" What is X in this image? Please output segmentation mask."`` with answer ``"[SEG]."``.
-
-        Returns:
-            Per request, one bool [H, W] array per [SEG] in the answer.
-        """
-        if not requests:
-            return []
-        images, rows = [], []
-        for image, question, answer in requests:
-            if not question.strip():
-                raise InputError("The prompt is empty.")
-            images.append(_read(image))
-            conversation = build_conversation(
-                [(DEFAULT_IMAGE_TOKEN + "\n" + question, answer)], self.conv_type
-            )
-            rows.append(self._checked_ids(wrap_image_token(conversation, self.use_mm_start_end)))
-        prepared = self._prepare(images)
-        images_clip, sam_images, resizes, sizes = self._batch_tensors(prepared)
-        input_ids, attention_mask = self._padded(rows)
-        with torch.inference_mode():
-            output = self.model.model_forward(
-                images=sam_images,
-                images_clip=images_clip,
-                input_ids=input_ids,
-                attention_masks=attention_mask,
-                # only the output size is read from a label: a stride-0 view costs no memory
-                label_list=[torch.empty(()).expand(*size) for size in sizes],
-                resize_list=resizes,
-                inference=True,
-            )
-        return [[(m > 0).cpu().numpy() for m in logits] for logits in output.pred_masks]

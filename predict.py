@@ -1,0 +1,192 @@
+"""Prediction files for a validation split, as eval_mask.py reads them.
+
+    python predict.py --version=CKPT --vision-tower=CLIP --dataset_dir=./dataset \
+        --val_dataset="ReasonSeg|val" --output_dir=preds
+    python predict.py --version=CKPT --image_dir=FOLDER --output_dir=preds   # plain jpg + json folder
+    python eval_mask.py --submission_dir=preds --groundtruth_dir=./dataset/reason_seg/ReasonSeg/val
+
+Each image gets ``<output_dir>/<image_stem>.npy``: a bool ``[n, H, W]`` stack, one mask per
+query asked about it. The masks are computed as LISA's validate() computes them (and as
+``train_ds.py --eval_only`` does): the validation set's question with the answer "[SEG]." in one
+forward pass, no generation. ``--val_dataset`` takes every name ValDataset takes (ReasonSeg and
+the referring splits such as "refcocog|umd|val"); ``--save_groundtruth DIR`` also writes the
+ground truth as ``<image_stem>.npy`` label maps (0 / 1 / 255) for eval_mask.py, which is how a
+referring split is scored offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model.loading import load_pretrained_model
+from utils.collate import collate_fn
+from utils.conversation import CONV_TYPES
+from utils.data import MissingSourceError, SampleBuilder, ValDataset
+from utils.data.layout import REASON_SEG_ROOT
+
+# Tensors of a collated batch that the forward pass reads on the model's device.
+DEVICE_KEYS = ("images", "images_clip", "input_ids", "attention_masks", "offset")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="LISA predictions for a validation split (eval_mask.py input)",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", required=True, help="checkpoint directory")
+    parser.add_argument(
+        "--vision-tower", default=None, help="CLIP directory (default: the config's)"
+    )
+    parser.add_argument("--dataset_dir", default="./dataset", type=Path)
+    parser.add_argument("--val_dataset", default="ReasonSeg|val", help='e.g. "ReasonSeg|val"')
+    parser.add_argument(
+        "--image_dir",
+        default=None,
+        type=Path,
+        help="a plain ReasonSeg folder (*.jpg + *.json) instead of --dataset_dir/--val_dataset",
+    )
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument(
+        "--save_groundtruth",
+        default=None,
+        type=Path,
+        help="also write the ground truth here as <image_stem>.npy label maps",
+    )
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default=None, help="default: CUDA when present, else the CPU")
+    parser.add_argument("--load_in_8bit", action="store_true", default=False)
+    parser.add_argument("--load_in_4bit", action="store_true", default=False)
+    parser.add_argument("--model_max_length", default=512, type=int)
+    parser.add_argument("--conv_type", default="llava_v1", choices=list(CONV_TYPES))
+    parser.add_argument("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--batch_size", default=1, type=int, help="images per forward pass")
+    parser.add_argument("--workers", default=2, type=int, help="data loading processes")
+    args = parser.parse_args(argv)
+    if args.load_in_8bit and args.load_in_4bit:
+        parser.error("choose one of --load_in_8bit and --load_in_4bit")
+    if args.batch_size <= 0 or args.workers < 0:
+        parser.error("--batch_size must be positive and --workers not negative")
+    return args
+
+
+def open_split(args: argparse.Namespace, builder: SampleBuilder, scratch: Path) -> ValDataset:
+    """The validation set named by the flags; a plain --image_dir is read as a ReasonSeg split."""
+    if args.image_dir is None:
+        return ValDataset(args.dataset_dir, args.val_dataset, builder)
+    if not args.image_dir.is_dir():
+        raise MissingSourceError(f"--image_dir {args.image_dir} is not a folder.")
+    # ValDataset reads <dataset_dir>/reason_seg/<name>/<split>; a link gives a plain folder
+    # that layout, so it is read (questions, rendering, skips) exactly as a named split.
+    linked = scratch / REASON_SEG_ROOT / "ReasonSeg"
+    linked.mkdir(parents=True)
+    split = args.image_dir.resolve().name or "images"
+    os.symlink(args.image_dir.resolve(), linked / split, target_is_directory=True)
+    return ValDataset(scratch, f"ReasonSeg|{split}", builder)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary name, so an interrupted run leaves no truncated file."""
+    partial_path = path.with_name(path.name + ".partial")
+    with open(partial_path, "wb") as handle:
+        np.save(handle, array)
+    partial_path.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        tokenizer, model, preprocessor = load_pretrained_model(
+            args.version,
+            vision_tower=args.vision_tower,
+            precision=args.precision,
+            device=args.device,
+            load_in_8bit=args.load_in_8bit,
+            load_in_4bit=args.load_in_4bit,
+            model_max_length=args.model_max_length,
+        )
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
+        print(f"predict.py: cannot load --version={args.version}: {error}", file=sys.stderr)
+        return 1
+    device = next(model.parameters()).device
+    builder = SampleBuilder(
+        clip_transform=preprocessor.clip,
+        image_size=preprocessor.sam.image_size,
+        conv_template=args.conv_type,
+    )
+    collate = partial(
+        collate_fn,
+        tokenizer=tokenizer,
+        conv_type=args.conv_type,
+        use_mm_start_end=args.use_mm_start_end,
+        model_max_length=args.model_max_length,
+        num_image_tokens=model.model.num_image_tokens,
+    )
+    with tempfile.TemporaryDirectory(prefix="lisa_predict_") as scratch:
+        try:
+            dataset = open_split(args, builder, Path(scratch))
+        except MissingSourceError as error:
+            print(f"predict.py: {error}", file=sys.stderr)
+            return 1
+        # skips found while listing the split; those met while reading happen in the workers
+        startup_skips = sum(sum(c.values()) for c in dataset.skip_counts().values())
+        for directory in (args.output_dir, args.save_groundtruth):
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+        loader = DataLoader(
+            dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate
+        )
+        written = set()
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=None):
+            inputs = {key: batch[key].to(device) for key in DEVICE_KEYS}
+            with torch.inference_mode():
+                output = model.model_forward(
+                    **inputs,
+                    label_list=batch["label_list"],
+                    resize_list=batch["resize_list"],
+                    inference=True,
+                )
+            for image_path, logits, truth in zip(
+                batch["image_paths"], output.pred_masks, batch["masks_list"], strict=True
+            ):
+                stem = Path(image_path).stem
+                save_array(args.output_dir / f"{stem}.npy", (logits > 0).cpu().numpy())
+                if args.save_groundtruth is not None:
+                    labels = truth.to(torch.uint8).numpy()  # [n, H, W] 0 / 1 / 255
+                    save_array(args.save_groundtruth / f"{stem}.npy", labels)
+                written.add(stem)
+    # an unreadable image is replaced by the next one, so it shows as a missing file
+    skipped = startup_skips + len(dataset) - len(written)
+    print(
+        f"{len(written)} prediction files written to {args.output_dir} ({skipped} images skipped)"
+    )
+    groundtruth = args.save_groundtruth or args.image_dir
+    if groundtruth is None and len(args.val_dataset.split("|")) == 2:
+        groundtruth = args.dataset_dir / REASON_SEG_ROOT / Path(*args.val_dataset.split("|"))
+    if groundtruth is None:
+        print("pass --save_groundtruth=DIR to score this split with eval_mask.py")
+    else:
+        print(
+            f"score them with: python eval_mask.py --submission_dir={args.output_dir} "
+            f"--groundtruth_dir={groundtruth}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
