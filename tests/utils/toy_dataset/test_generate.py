@@ -1,0 +1,134 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
+from utils.toy_dataset import ToyDatasetError, make_toy_dataset
+from utils.toy_dataset import generate as generate_module
+from utils.toy_dataset.__main__ import main
+from utils.toy_dataset.output import MARKER_FILE
+
+TINY = {
+    "image_size": 64,
+    "num_train": 4,
+    "num_val": 2,
+    "num_test": 1,
+    "num_refer": 5,
+    "num_sem_seg": 2,
+}
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under root."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_the_same_seed_gives_byte_identical_files(toy_dir, tmp_path):
+    make_toy_dataset(tmp_path / "again", TOY_SEED, **TOY_SIZES)
+    assert file_digests(tmp_path / "again") == file_digests(toy_dir)
+
+
+def test_another_seed_gives_other_pictures_and_queries(toy_dir, tmp_path):
+    make_toy_dataset(tmp_path / "other", TOY_SEED + 1, **TOY_SIZES)
+    ours, theirs = file_digests(toy_dir), file_digests(tmp_path / "other")
+    assert ours.keys() == theirs.keys()  # same layout
+    pictures = [name for name in ours if name.endswith(".jpg")]
+    assert all(ours[name] != theirs[name] for name in pictures)
+    queries = [name for name in ours if name.startswith("reason_seg") and name.endswith(".json")]
+    assert sum(ours[name] != theirs[name] for name in queries) > 0.9 * len(queries)
+
+
+def test_the_marker_records_the_parameters_and_counts(toy_dir):
+    marker = json.loads((toy_dir / MARKER_FILE).read_text())
+    assert marker["complete"] is True
+    assert marker["seed"] == TOY_SEED and marker["num_train"] == TOY_SIZES["num_train"]
+    assert marker["counts"]["ReasonSeg|train"] == TOY_SIZES["num_train"]
+    assert marker["counts"]["ade20k"] == TOY_SIZES["num_sem_seg"]
+
+
+def test_a_smaller_rerun_removes_the_files_it_no_longer_writes(tmp_path):
+    make_toy_dataset(tmp_path / "shrunk", **{**TINY, "num_train": 6})
+    summary = make_toy_dataset(tmp_path / "shrunk", **TINY)
+    make_toy_dataset(tmp_path / "fresh", **TINY)
+    assert summary.removed_stale_files > 0
+    assert file_digests(tmp_path / "shrunk") == file_digests(tmp_path / "fresh")
+
+
+def test_an_interrupted_run_can_be_run_again(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_module, "write_mapillary", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        make_toy_dataset(tmp_path / "interrupted", **TINY)
+    assert json.loads((tmp_path / "interrupted" / MARKER_FILE).read_text())["complete"] is False
+    # a temporary file that a killed writer left behind
+    leftover = tmp_path / "interrupted" / "ade20k" / "images" / "training" / ".x.jpg.1.tmp"
+    leftover.write_bytes(b"half a picture")
+    monkeypatch.undo()
+
+    make_toy_dataset(tmp_path / "interrupted", **TINY)
+    make_toy_dataset(tmp_path / "fresh", **TINY)
+    assert file_digests(tmp_path / "interrupted") == file_digests(tmp_path / "fresh")
+
+
+def test_a_folder_with_other_data_is_left_alone(tmp_path):
+    real = tmp_path / "dataset" / "ade20k" / "images" / "training" / "ADE_train_00000001.jpg"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a real picture")
+    with pytest.raises(ToyDatasetError, match="ade20k"):
+        make_toy_dataset(tmp_path / "dataset", **TINY)
+    assert real.read_bytes() == b"a real picture"
+    assert not (tmp_path / "dataset" / MARKER_FILE).exists()
+
+
+def test_files_beside_the_toy_folders_survive(tmp_path):
+    readme = tmp_path / "dataset" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("the expected tree")
+    make_toy_dataset(tmp_path / "dataset", **TINY)
+    make_toy_dataset(tmp_path / "dataset", **TINY)
+    assert readme.read_text() == "the expected tree"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_size": 32}, "--image_size"),
+        ({"num_refer": 2}, "--num_refer"),
+        ({"num_val": 0}, "--num_val"),
+    ],
+)
+def test_out_of_range_arguments_are_refused(tmp_path, change, message):
+    with pytest.raises(ToyDatasetError, match=message):
+        make_toy_dataset(tmp_path / "dataset", **{**TINY, **change})
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_command_line_writes_the_tree_and_reports_counts(tmp_path, capsys):
+    sizes = [f"--{name}={value}" for name, value in TINY.items()]
+    assert main(["--dataset_dir", str(tmp_path / "dataset"), "--seed", "3", *sizes]) == 0
+    output = capsys.readouterr().out
+    assert "ReasonSeg|train" in output and "refcocog|umd" in output
+    assert (tmp_path / "dataset" / "reason_seg" / "ReasonSeg" / "val" / "val_000001.jpg").is_file()
+
+
+def test_command_line_errors_are_one_sentence(tmp_path, capsys):
+    assert main(["--dataset_dir", str(tmp_path / "dataset"), "--image_size", "8"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --image_size") and error.count("\n") == 1
+
+
+def test_command_line_help_lists_the_sizes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--dataset_dir", "--seed", "--image_size", "--num_train", "--num_sem_seg"):
+        assert flag in help_text

@@ -1,0 +1,113 @@
+"""make_toy_dataset: the whole toy tree, every source in the format its original reader takes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.toy_dataset.output import MARKER_FILE, DatasetWriter, ToyDatasetError, claim_output_dir
+from utils.toy_dataset.write_coco import write_coco_sources
+from utils.toy_dataset.write_reason_seg import write_explanatory, write_reason_seg_split
+from utils.toy_dataset.write_refer_seg import MIN_REFER_IMAGES, write_refer_seg
+from utils.toy_dataset.write_sem_seg import write_ade20k, write_mapillary, write_pascal_part
+
+DEFAULT_IMAGE_SIZE = 128  # pixels on the long side; small, for CPU training
+DEFAULT_NUM_TRAIN = 1000  # ReasonSeg train images
+DEFAULT_NUM_VAL = 100  # ReasonSeg val images
+DEFAULT_NUM_TEST = 100  # ReasonSeg test images
+DEFAULT_NUM_REFER = 200  # COCO train2014 images of refCOCO/+/g and gRefCOCO; refCLEF images
+DEFAULT_NUM_SEM_SEG = 200  # images of ADE20K, of COCO 2017 (COCO-Stuff, PACO-LVIS, LLaVA),
+# of Mapillary and of PASCAL-Part, each
+
+MIN_IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ToyDatasetSummary:
+    """What :func:`make_toy_dataset` wrote."""
+
+    dataset_dir: Path
+    seed: int
+    image_size: int
+    counts: dict[str, int]  # per source: images (sem-seg, ReasonSeg), refs, or conversations
+    removed_stale_files: int  # files of an earlier, larger run that were deleted
+
+    def describe(self) -> str:
+        """A few lines for the terminal."""
+        lines = [f"Toy dataset (seed {self.seed}, {self.image_size} px) in {self.dataset_dir}:"]
+        lines += [f"  {source:<24} {count:>6}" for source, count in self.counts.items()]
+        if self.removed_stale_files:
+            lines.append(f"  removed {self.removed_stale_files} files of an earlier run")
+        return "\n".join(lines)
+
+
+def coco_2017_ids(num_refer: int, num_sem_seg: int) -> range:
+    """Ids of the COCO 2017 pictures: they start halfway through refCOCO's train2014 ids, so
+    that, as in the real data, some refCOCO pictures (validation ones included) reappear in
+    COCO-Stuff, PACO-LVIS and LLaVA under their 2017 names."""
+    first = num_refer // 2 + 1
+    return range(first, first + num_sem_seg)
+
+
+def _check_arguments(seed: int, image_size: int, counts: dict[str, int]) -> None:
+    if seed < 0:
+        raise ToyDatasetError(f"--seed must be 0 or more, got {seed}.")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ToyDatasetError(f"--image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}.")
+    for flag, count in counts.items():
+        least = MIN_REFER_IMAGES if flag == "num_refer" else 1
+        if count < least:
+            raise ToyDatasetError(f"--{flag} must be at least {least}, got {count}.")
+
+
+def make_toy_dataset(
+    dataset_dir: str | os.PathLike,
+    seed: int = 0,
+    *,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_val: int = DEFAULT_NUM_VAL,
+    num_test: int = DEFAULT_NUM_TEST,
+    num_refer: int = DEFAULT_NUM_REFER,
+    num_sem_seg: int = DEFAULT_NUM_SEM_SEG,
+) -> ToyDatasetSummary:
+    """Write the toy dataset under ``dataset_dir`` (see the package docstring for the tree).
+
+    The same arguments always give byte-identical files. Re-running over an earlier toy tree
+    (complete or interrupted) replaces it; files of the earlier run that this one does not
+    write are deleted.
+
+    Raises:
+        ToyDatasetError: an argument is out of range, or ``dataset_dir`` holds data that the
+            generator did not write.
+    """
+    sizes = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "num_refer": num_refer,
+        "num_sem_seg": num_sem_seg,
+    }
+    _check_arguments(seed, image_size, sizes)
+    root = Path(dataset_dir).resolve()
+    claim_output_dir(root)
+    writer = DatasetWriter(root)
+    marker = {"generator": "utils.toy_dataset", "seed": seed, "image_size": image_size, **sizes}
+    writer.write_json(MARKER_FILE, {**marker, "complete": False})
+
+    counts: dict[str, int] = {}
+    for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
+        items = write_reason_seg_split(writer, seed, image_size, split, count)
+        counts[f"ReasonSeg|{split}"] = len(items)
+        if split == "train":
+            counts["ReasonSeg explanatory"] = write_explanatory(writer, items)
+    counts |= write_refer_seg(writer, seed, image_size, range(1, num_refer + 1), num_refer)
+    counts["ade20k"] = write_ade20k(writer, seed, image_size, num_sem_seg)
+    counts |= write_coco_sources(writer, seed, image_size, coco_2017_ids(num_refer, num_sem_seg))
+    counts["mapillary"] = write_mapillary(writer, seed, image_size, num_sem_seg)
+    counts["pascal_part"] = write_pascal_part(writer, seed, image_size, num_sem_seg)
+    removed = writer.remove_stale_files()
+
+    writer.write_json(MARKER_FILE, {**marker, "complete": True, "counts": counts})
+    return ToyDatasetSummary(root, seed, image_size, counts, removed)

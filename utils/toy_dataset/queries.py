@@ -1,0 +1,325 @@
+"""Reasoning queries for the toy ReasonSeg: implicit descriptions with exactly one answer.
+
+A query kind ("the shape with the most corners", "something the colour of a ripe tomato", "the
+shape to the left of the circle", ...) looks at a scene and lists every solid shape it can single
+out unambiguously, with the words that fill its templates and a short explanation. A ReasonSeg
+image gets one kind and one target, and 1..n paraphrases of that single query, either all short
+noun phrases (``is_sentence`` false) or all full sentences (true), as the original's GPT-rephrased
+instructions are. The rules are fixed and visible in the picture, which is what makes the task
+learnable: corners, colour, size and position are all there to see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.toy_dataset.relations import (
+    EXTREME_SIDES,
+    RELATIONS,
+    extreme_shape,
+    only_shape_beside,
+    unique_by_ratio,
+    unique_extreme,
+)
+from utils.toy_dataset.scene import Scene
+from utils.toy_dataset.words import NUMBER_WORDS, short_description
+
+# Something everyone knows the colour of: (thing, the fact).
+COLOUR_KNOWLEDGE: dict[str, tuple[str, str]] = {
+    "red": ("a ripe tomato", "A ripe tomato is red"),
+    "green": ("fresh grass", "Fresh grass is green"),
+    "blue": ("a clear sky", "A clear sky is blue"),
+    "yellow": ("a banana", "A banana is yellow"),
+    "purple": ("an aubergine", "An aubergine is purple"),
+    "orange": ("a carrot", "A carrot is orange"),
+}
+
+# Something everyone knows the shape of: (thing, the fact).
+SHAPE_KNOWLEDGE: dict[str, tuple[str, str]] = {
+    "circle": ("a coin", "A coin is round"),
+    "triangle": ("a slice of pizza", "A slice of pizza is a triangle"),
+    "square": ("a chessboard square", "A chessboard square has four equal sides"),
+    "rectangle": ("a brick", "A brick is a long rectangle"),
+    "pentagon": ("the Pentagon building", "The Pentagon building has five equal sides"),
+    "hexagon": ("a honeycomb cell", "A honeycomb cell has six sides"),
+    "star": ("a starfish", "A starfish has five points"),
+}
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """Why one shape answers a query kind."""
+
+    target: int  # index into scene.shapes
+    words: dict[str, str]  # values for the template slots
+    explanation: str  # a short reason, one sentence
+
+
+@dataclass(frozen=True)
+class QueryKind:
+    """One way of pointing at a shape without naming it plainly."""
+
+    name: str
+    phrases: tuple[str, ...]  # short noun phrases (is_sentence false), no leading article
+    sentences: tuple[str, ...]  # full sentences (is_sentence true)
+    find: Callable[[Scene], list[Reasoning]]  # every shape this kind singles out in a scene
+
+
+@dataclass(frozen=True)
+class ReasoningQuery:
+    """The texts of one ReasonSeg image, all meaning the same single target."""
+
+    kind: str
+    target: int  # index into scene.shapes
+    texts: tuple[str, ...]
+    is_sentence: bool
+    explanation: str
+
+
+def _unique_colours(scene: Scene) -> list[tuple[int, str]]:
+    """(index, colour) of the shapes whose colour no other shape has."""
+    colours = [shape.colour for shape in scene.shapes]
+    return [(i, c) for i, c in enumerate(colours) if colours.count(c) == 1]
+
+
+def _unique_kinds(scene: Scene) -> list[tuple[int, str]]:
+    """(index, kind) of the shapes whose kind no other shape has."""
+    kinds = [shape.kind for shape in scene.shapes]
+    return [(i, k) for i, k in enumerate(kinds) if kinds.count(k) == 1]
+
+
+def _find_by_colour(scene: Scene) -> list[Reasoning]:
+    return [
+        Reasoning(
+            i, {"colour": c}, f"The {scene.shapes[i].name} is the only {c} shape in the picture."
+        )
+        for i, c in _unique_colours(scene)
+    ]
+
+
+def _find_by_colour_knowledge(scene: Scene) -> list[Reasoning]:
+    found = []
+    for i, colour in _unique_colours(scene):
+        thing, fact = COLOUR_KNOWLEDGE[colour]
+        explanation = f"{fact}, and the {scene.shapes[i].name} is the only {colour} shape."
+        found.append(Reasoning(i, {"thing": thing}, explanation))
+    return found
+
+
+def _find_by_kind(scene: Scene) -> list[Reasoning]:
+    return [
+        Reasoning(i, {"kind": k}, f"The {scene.shapes[i].name} is the only {k} in the picture.")
+        for i, k in _unique_kinds(scene)
+    ]
+
+
+def _find_by_shape_knowledge(scene: Scene) -> list[Reasoning]:
+    found = []
+    for i, kind in _unique_kinds(scene):
+        thing, fact = SHAPE_KNOWLEDGE[kind]
+        explanation = f"{fact}, just like the {scene.shapes[i].name}."
+        found.append(Reasoning(i, {"thing": thing}, explanation))
+    return found
+
+
+def _find_round(scene: Scene) -> list[Reasoning]:
+    circles = [i for i, shape in enumerate(scene.shapes) if shape.kind == "circle"]
+    if len(circles) != 1:
+        return []
+    name = scene.shapes[circles[0]].name
+    return [Reasoning(circles[0], {}, f"The {name} is round and has no corners, so it could roll.")]
+
+
+def _find_most_corners(scene: Scene) -> list[Reasoning]:
+    best = unique_extreme([shape.corners for shape in scene.shapes], True, gap=0.5)
+    if best is None:
+        return []
+    shape = scene.shapes[best]
+    count = NUMBER_WORDS[shape.corners]
+    return [
+        Reasoning(best, {}, f"The {shape.name} has {count} corners, more than any other shape.")
+    ]
+
+
+def _find_fewest_corners(scene: Scene) -> list[Reasoning]:
+    best = unique_extreme([shape.corners for shape in scene.shapes], False, gap=0.5)
+    if best is None:
+        return []
+    shape = scene.shapes[best]
+    count = NUMBER_WORDS[shape.corners]
+    explanation = f"The {shape.name} has {count} corners, fewer than any other shape."
+    return [Reasoning(best, {}, explanation)]
+
+
+def _find_by_corner_count(scene: Scene) -> list[Reasoning]:
+    counts = [shape.corners for shape in scene.shapes]
+    found = []
+    for i, count in enumerate(counts):
+        if count > 0 and counts.count(count) == 1:
+            word = NUMBER_WORDS[count]
+            explanation = (
+                f"The {scene.shapes[i].name} has {word} corners; no other shape has {word}."
+            )
+            found.append(Reasoning(i, {"count": word}, explanation))
+    return found
+
+
+def _find_largest(scene: Scene) -> list[Reasoning]:
+    best = unique_by_ratio([shape.area for shape in scene.shapes], larger_is_better=True)
+    if best is None:
+        return []
+    name = scene.shapes[best].name
+    return [Reasoning(best, {}, f"The {name} covers more of the picture than any other shape.")]
+
+
+def _find_smallest(scene: Scene) -> list[Reasoning]:
+    best = unique_by_ratio([shape.area for shape in scene.shapes], larger_is_better=False)
+    if best is None:
+        return []
+    name = scene.shapes[best].name
+    return [Reasoning(best, {}, f"The {name} is smaller than every other shape in the picture.")]
+
+
+def _find_extreme_position(scene: Scene) -> list[Reasoning]:
+    found = []
+    for side, axis, larger_is_better in EXTREME_SIDES:
+        best = extreme_shape(scene, axis, larger_is_better)
+        if best is not None:
+            name = scene.shapes[best].name
+            explanation = f"The {name} is closer to the {side} edge than any other shape."
+            found.append(Reasoning(best, {"side": side}, explanation))
+    return found
+
+
+def _find_relative_position(scene: Scene) -> list[Reasoning]:
+    found = []
+    for reference, reference_shape in enumerate(scene.shapes):
+        for relation, axis, before in RELATIONS:
+            target = only_shape_beside(scene, reference, axis, before)
+            if target is None:
+                continue
+            words = {
+                "relation": relation,
+                "reference": "the " + short_description(scene, reference_shape),
+            }
+            explanation = (
+                f"The {scene.shapes[target].name} is the only shape {relation} "
+                f"{words['reference']}."
+            )
+            found.append(Reasoning(target, words, explanation))
+    return found
+
+
+def _find_by_colour_and_kind(scene: Scene) -> list[Reasoning]:
+    return [
+        Reasoning(i, {"colour": shape.colour, "kind": shape.kind}, f"It is the {shape.name}.")
+        for i, shape in enumerate(scene.shapes)
+    ]
+
+
+QUERY_KINDS: tuple[QueryKind, ...] = (
+    QueryKind(
+        "colour",
+        ("{colour} shape", "{colour} object", "shape that is {colour}"),
+        ("Which shape in this picture is {colour}?", "Find the {colour} object in the image.",
+         "Can you show me the shape that is painted {colour}?"),
+        _find_by_colour,
+    ),
+    QueryKind(
+        "colour knowledge",
+        ("shape with the colour of {thing}", "object coloured like {thing}"),
+        ("Which shape has the same colour as {thing}?",
+         "If you wanted something the colour of {thing}, which shape would you pick?"),
+        _find_by_colour_knowledge,
+    ),
+    QueryKind(
+        "kind",
+        ("{kind}", "{kind} shape"),
+        ("Where is the {kind} in this picture?", "Please find the {kind} in the image."),
+        _find_by_kind,
+    ),
+    QueryKind(
+        "shape knowledge",
+        ("shape that looks like {thing}", "object shaped like {thing}"),
+        ("Which shape looks most like {thing}?",
+         "What in this picture has the outline of {thing}?"),
+        _find_by_shape_knowledge,
+    ),
+    QueryKind(
+        "round",
+        ("round shape", "shape that could roll", "something round"),
+        ("Which object could roll across a table?", "Which shape has no corners at all?"),
+        _find_round,
+    ),
+    QueryKind(
+        "most corners",
+        ("shape with the most corners", "shape with the largest number of corners"),
+        ("Which shape has more corners than any other shape?",
+         "Find the shape with the most corners in this picture."),
+        _find_most_corners,
+    ),
+    QueryKind(
+        "fewest corners",
+        ("shape with the fewest corners", "shape with the smallest number of corners"),
+        ("Which shape has fewer corners than any other shape?",
+         "Find the shape with the fewest corners in this picture."),
+        _find_fewest_corners,
+    ),
+    QueryKind(
+        "corner count",
+        ("shape with exactly {count} corners", "shape that has {count} corners"),
+        ("Which shape has exactly {count} corners?",
+         "Can you find the shape with {count} corners in this image?"),
+        _find_by_corner_count,
+    ),
+    QueryKind(
+        "largest",
+        ("largest shape", "biggest object"),
+        ("Which shape takes up the most space in the picture?",
+         "Find the biggest object in this image."),
+        _find_largest,
+    ),
+    QueryKind(
+        "smallest",
+        ("smallest shape", "tiniest object"),
+        ("Which shape is the smallest one here?", "Find the tiniest object in this image."),
+        _find_smallest,
+    ),
+    QueryKind(
+        "extreme position",
+        ("{side}most shape", "{side}most object"),
+        ("Which shape is closest to the {side} edge of the picture?",
+         "Find the shape nearest to the {side} of the image."),
+        _find_extreme_position,
+    ),
+    QueryKind(
+        "relative position",
+        ("shape {relation} {reference}", "object {relation} {reference}"),
+        ("Which shape is {relation} {reference}?",
+         "Find the object that sits {relation} {reference}."),
+        _find_relative_position,
+    ),
+    QueryKind(
+        "colour and kind",
+        ("{colour} {kind}",),
+        ("Where is the {colour} {kind} in this picture?", "Please find the {colour} {kind}."),
+        _find_by_colour_and_kind,
+    ),
+)  # fmt: skip
+
+
+def sample_query(scene: Scene, rng: np.random.Generator, max_texts: int) -> ReasoningQuery:
+    """One query for a scene: a kind chosen uniformly among those that apply, one of its
+    targets, phrases or sentences (even odds), and 1..max_texts distinct paraphrases."""
+    applicable = [(kind, found) for kind in QUERY_KINDS if (found := kind.find(scene))]
+    kind, found = applicable[int(rng.integers(len(applicable)))]
+    reasoning = found[int(rng.integers(len(found)))]
+    is_sentence = bool(rng.random() < 0.5)
+    templates = kind.sentences if is_sentence else kind.phrases
+    count = int(rng.integers(1, min(max_texts, len(templates)) + 1))
+    chosen = rng.choice(len(templates), size=count, replace=False)
+    texts = tuple(templates[int(i)].format(**reasoning.words) for i in chosen)
+    return ReasoningQuery(kind.name, reasoning.target, texts, is_sentence, reasoning.explanation)

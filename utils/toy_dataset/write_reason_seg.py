@@ -1,0 +1,115 @@
+"""The toy ReasonSeg: ``reason_seg/ReasonSeg/{train,val,test}/*.jpg`` + labelme-style ``*.json``,
+and ``reason_seg/ReasonSeg/explanatory/train.json``.
+
+Each json holds ``text`` (1..3 paraphrases of one query), ``is_sentence`` and ``shapes``: the
+target polygon (label "target"); on some images the polygon of a faded look-alike shape, which
+is ambiguous and labelled "ignore"; on a few images a stray "flag" polygon (the original's
+deprecated annotations, which readers drop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from utils.toy_dataset.output import DatasetWriter
+from utils.toy_dataset.queries import ReasoningQuery, sample_query
+from utils.toy_dataset.sampling import canvas_size, item_rng
+from utils.toy_dataset.scene import Scene, draw_scene, sample_scene
+
+REASON_SEG_DIR = "reason_seg/ReasonSeg"
+IGNORE_SHARE = 0.25  # images with a faded, ambiguous shape marked "ignore"
+FLAG_SHARE = 0.1  # images with a "flag" polygon
+EXPLANATORY_SHARE = 0.5  # training images listed in explanatory/train.json
+MAX_TEXTS = 3  # paraphrases per image (the original has 1..5)
+
+
+@dataclass(frozen=True)
+class ReasonSegItem:
+    """One written ReasonSeg image."""
+
+    image_name: str  # "train_000012.jpg"
+    query: ReasoningQuery
+    explained: bool  # listed in explanatory/train.json (training split only)
+
+
+def _polygon_entry(label: str, polygon: np.ndarray) -> dict[str, Any]:
+    """A labelme shape."""
+    return {
+        "label": label,
+        "points": polygon.tolist(),
+        "group_id": None,
+        "shape_type": "polygon",
+        "flags": {},
+    }
+
+
+def _box_polygon(polygon: np.ndarray) -> np.ndarray:
+    """[4, 2] corners of the bounding box of ``polygon``."""
+    (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
+def reason_seg_annotation(
+    scene: Scene, query: ReasoningQuery, image_name: str, flag_on: int | None
+) -> dict[str, Any]:
+    """The labelme-style json of one image.
+
+    Args:
+        flag_on: index of a shape whose bounding box becomes a "flag" polygon, or None.
+    """
+    shapes = [_polygon_entry("target", scene.shapes[query.target].polygon)]
+    shapes += [_polygon_entry("ignore", faded.polygon) for faded in scene.faded_shapes]
+    if flag_on is not None:
+        shapes.append(_polygon_entry("flag", _box_polygon(scene.shapes[flag_on].polygon)))
+    return {
+        "text": list(query.texts),
+        "is_sentence": query.is_sentence,
+        "shapes": shapes,
+        "imagePath": image_name,
+        "imageData": None,
+        "imageHeight": scene.height,
+        "imageWidth": scene.width,
+    }
+
+
+def reason_seg_scene(
+    seed: int, split: str, index: int, image_size: int
+) -> tuple[Scene, np.random.Generator]:
+    """The scene of image ``index`` of ``split``, and the image's generator for its query."""
+    rng = item_rng(seed, f"ReasonSeg {split}", index)
+    width, height = canvas_size(rng, image_size)
+    faded_count = int(rng.random() < IGNORE_SHARE)
+    return sample_scene(rng, width, height, faded_count=faded_count), rng
+
+
+def write_reason_seg_split(
+    writer: DatasetWriter, seed: int, image_size: int, split: str, count: int
+) -> list[ReasonSegItem]:
+    """Write ``count`` images of ``split`` with their jsons; returns what was written."""
+    items = []
+    for index in range(count):
+        scene, rng = reason_seg_scene(seed, split, index, image_size)
+        query = sample_query(scene, rng, MAX_TEXTS)
+        flag_on = int(rng.integers(len(scene.shapes))) if rng.random() < FLAG_SHARE else None
+        explained = split == "train" and bool(rng.random() < EXPLANATORY_SHARE)
+        stem = f"{split}_{index:06d}"
+        writer.write_jpeg(f"{REASON_SEG_DIR}/{split}/{stem}.jpg", draw_scene(scene))
+        annotation = reason_seg_annotation(scene, query, f"{stem}.jpg", flag_on)
+        writer.write_json(f"{REASON_SEG_DIR}/{split}/{stem}.json", annotation)
+        items.append(ReasonSegItem(f"{stem}.jpg", query, explained))
+    return items
+
+
+def write_explanatory(writer: DatasetWriter, train_items: list[ReasonSegItem]) -> int:
+    """``explanatory/train.json``: [{image, query, outputs}] for the explained training images;
+    returns how many."""
+    entries = [
+        {"image": item.image_name, "query": item.query.texts[0], "outputs": item.query.explanation}
+        for item in train_items
+        if item.explained
+    ]
+    writer.write_json(f"{REASON_SEG_DIR}/explanatory/train.json", entries)
+    return len(entries)
