@@ -34,6 +34,7 @@ TOY_FOLDERS = (
     "vlpart",
 )
 JPEG_QUALITY = 95
+JPEG_SUBSAMPLING = 0  # 4:4:4: keeps the colours of small shapes (4:2:0 blurs them into the ground)
 PICKLE_PROTOCOL = 2  # the protocol of the released refs(*).p files (written by Python 2)
 
 
@@ -74,7 +75,10 @@ class DatasetWriter:
     def write_jpeg(self, relative_path: str, rgb: np.ndarray) -> None:
         """An RGB uint8 [H, W, 3] picture as a baseline JPEG."""
         image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
-        self.write_bytes(relative_path, _encode_image(image, "JPEG", quality=JPEG_QUALITY))
+        self.write_bytes(
+            relative_path,
+            _encode_image(image, "JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING),
+        )
 
     def write_png(
         self, relative_path: str, labels: np.ndarray, palette: list[int] | None = None

@@ -1,0 +1,120 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
+from utils.reason_seg import IGNORE_VALUE, TARGET_VALUE, load_annotation, render_mask
+from utils.toy_dataset.queries import sample_query
+from utils.toy_dataset.scene import COLOURS, polygon_mask
+from utils.toy_dataset.write_reason_seg import (
+    MAX_TEXTS,
+    REASON_SEG_DIR,
+    reason_seg_annotation,
+    reason_seg_scene,
+)
+
+SPLITS = {"train": "num_train", "val": "num_val", "test": "num_test"}
+
+
+def split_items(toy_dir, split):
+    """(index, image path, annotation) of every image of a split, in order."""
+    images = sorted((toy_dir / REASON_SEG_DIR / split).glob("*.jpg"))
+    return [(i, p, load_annotation(p.with_suffix(".json"))) for i, p in enumerate(images)]
+
+
+def intended(split, index):
+    """The scene and query the generator drew for an image."""
+    scene, rng = reason_seg_scene(TOY_SEED, split, index, TOY_SIZES["image_size"])
+    return scene, sample_query(scene, rng, MAX_TEXTS)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_image_has_its_json_and_the_asked_count(toy_dir, split):
+    folder = toy_dir / REASON_SEG_DIR / split
+    stems = sorted(path.stem for path in folder.glob("*.jpg"))
+    assert len(stems) == TOY_SIZES[SPLITS[split]]
+    assert stems == sorted(path.stem for path in folder.glob("*.json"))
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_targets_render_to_exactly_the_drawn_shape(toy_dir, split):
+    for index, image_path, annotation in split_items(toy_dir, split):
+        picture = np.asarray(Image.open(image_path).convert("RGB"))
+        height, width = picture.shape[:2]
+        mask = render_mask(annotation, height, width)
+        scene, query = intended(split, index)
+        target = scene.shapes[query.target]
+        drawn = polygon_mask(target.polygon, height, width)
+        rendered = mask == TARGET_VALUE
+        assert (drawn & rendered).sum() / (drawn | rendered).sum() > 0.95
+        # the picture shows the target's colour where the mask says the target is
+        colour = np.median(picture[rendered], axis=0)
+        nearest = min(COLOURS, key=lambda name: np.abs(colour - COLOURS[name]).sum())
+        assert nearest == target.colour and np.abs(colour - COLOURS[nearest]).max() < 20
+        assert annotation.texts == list(query.texts)
+        assert annotation.is_sentence == query.is_sentence
+
+
+def test_some_images_have_ignore_regions_on_the_faded_shapes(toy_dir):
+    with_ignore = 0
+    for index, image_path, annotation in split_items(toy_dir, "train"):
+        labels = [shape.label for shape in annotation.shapes]
+        assert labels.count("target") == 1
+        if "ignore" in labels:
+            with_ignore += 1
+            scene, _ = intended("train", index)
+            height, width = np.asarray(Image.open(image_path)).shape[:2]
+            ignored = render_mask(annotation, height, width) == IGNORE_VALUE
+            faded = polygon_mask(scene.faded_shapes[0].polygon, height, width)
+            assert (ignored == faded).all()
+    assert 0 < with_ignore < len(split_items(toy_dir, "train"))
+
+
+def test_flag_polygons_are_dropped_by_the_readers(toy_dir):
+    scene, query = intended("train", 0)
+    plain = reason_seg_annotation(scene, query, "a.jpg", flag_on=None)
+    flagged = reason_seg_annotation(scene, query, "a.jpg", flag_on=query.target)
+    assert [shape["label"] for shape in flagged["shapes"]][-1] == "flag"
+    masks = []
+    for payload in (plain, flagged):
+        path = toy_dir.parent / "flag.json"
+        path.write_text(json.dumps(payload))
+        masks.append(render_mask(load_annotation(path), scene.height, scene.width))
+    assert (masks[0] == masks[1]).all()
+
+
+def test_json_holds_the_labelme_keys_the_readers_use(toy_dir):
+    for _, image_path, _ in split_items(toy_dir, "val"):
+        payload = json.loads(image_path.with_suffix(".json").read_text(encoding="utf-8"))
+        assert isinstance(payload["text"], list) and all(payload["text"])
+        assert isinstance(payload["is_sentence"], bool)
+        assert payload["imagePath"] == image_path.name
+        for shape in payload["shapes"]:
+            assert shape["label"] in {"target", "ignore", "flag"}
+            assert shape["shape_type"] == "polygon" and len(shape["points"]) >= 3
+
+
+def test_validation_and_test_images_are_not_training_images(toy_dir):
+    def digests(split):
+        folder = toy_dir / REASON_SEG_DIR / split
+        return {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.jpg")}
+
+    names = {s: {p.name for p in (toy_dir / REASON_SEG_DIR / s).glob("*.jpg")} for s in SPLITS}
+    assert not names["train"] & names["val"] and not names["train"] & names["test"]
+    assert not digests("train") & digests("val")
+    assert not digests("train") & digests("test")
+    assert not digests("val") & digests("test")
+
+
+def test_explanations_belong_to_training_images_and_their_queries(toy_dir):
+    entries = json.loads((toy_dir / REASON_SEG_DIR / "explanatory" / "train.json").read_text())
+    assert 0 < len(entries) < TOY_SIZES["num_train"]
+    for entry in entries:
+        assert set(entry) == {"image", "query", "outputs"}
+        image = toy_dir / REASON_SEG_DIR / "train" / entry["image"]
+        assert image.is_file()
+        assert entry["query"] == load_annotation(image.with_suffix(".json")).texts[0]
+        assert entry["outputs"].endswith(".") and "[SEG]" not in entry["outputs"]
