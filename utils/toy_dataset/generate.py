@@ -9,7 +9,11 @@ from pathlib import Path
 from utils.toy_dataset.output import MARKER_FILE, DatasetWriter, ToyDatasetError, claim_output_dir
 from utils.toy_dataset.write_coco import write_coco_sources
 from utils.toy_dataset.write_reason_seg import write_explanatory, write_reason_seg_split
-from utils.toy_dataset.write_refer_seg import MIN_REFER_IMAGES, write_refer_seg
+from utils.toy_dataset.write_refer_seg import (
+    MIN_REFER_IMAGES,
+    write_coco_refer_datasets,
+    write_refclef,
+)
 from utils.toy_dataset.write_sem_seg import write_ade20k, write_mapillary, write_pascal_part
 
 DEFAULT_IMAGE_SIZE = 128  # pixels on the long side; small, for CPU training
@@ -102,7 +106,8 @@ def make_toy_dataset(
         counts[f"ReasonSeg|{split}"] = len(items)
         if split == "train":
             counts["ReasonSeg explanatory"] = write_explanatory(writer, items)
-    counts |= write_refer_seg(writer, seed, image_size, range(1, num_refer + 1), num_refer)
+    counts |= write_coco_refer_datasets(writer, seed, image_size, range(1, num_refer + 1))
+    counts |= write_refclef(writer, seed, image_size, num_refer)
     counts["ade20k"] = write_ade20k(writer, seed, image_size, num_sem_seg)
     counts |= write_coco_sources(writer, seed, image_size, coco_2017_ids(num_refer, num_sem_seg))
     counts["mapillary"] = write_mapillary(writer, seed, image_size, num_sem_seg)

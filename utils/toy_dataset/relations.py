@@ -67,14 +67,22 @@ def position_margin(scene: Scene, axis: int) -> float:
 def extreme_shape(
     scene: Scene, axis: int, larger_is_better: bool, among: Sequence[int] | None = None
 ) -> int | None:
-    """Index of the shape clearly furthest along ``axis`` in one direction, if any.
+    """Index of the shape furthest along ``axis`` in one direction, if that is clear-cut: its
+    centre beats every other centre by the position margin, and its outline reaches furthest.
 
     ``among``: indices of the shapes to compare (default: all).
     """
     indices = list(range(len(scene.shapes))) if among is None else list(among)
-    coordinates = [scene.shapes[i].center[axis] for i in indices]
-    best = unique_extreme(coordinates, larger_is_better, position_margin(scene, axis))
-    return None if best is None else indices[best]
+    shapes = [scene.shapes[i] for i in indices]
+    centres = [shape.center[axis] for shape in shapes]
+    best = unique_extreme(centres, larger_is_better, position_margin(scene, axis))
+    reach = [
+        float(shape.polygon[:, axis].max() if larger_is_better else shape.polygon[:, axis].min())
+        for shape in shapes
+    ]
+    if best is None or unique_extreme(reach, larger_is_better, gap=0.0) != best:
+        return None
+    return indices[best]
 
 
 def only_shape_beside(scene: Scene, reference: int, axis: int, before: bool) -> int | None:

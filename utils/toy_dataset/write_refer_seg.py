@@ -50,8 +50,7 @@ MIN_REFER_IMAGES = 1 + max(
         *(splits for by in COCO_REFER_SPLITS.values() for splits in by.values()),
     )
 )
-# The expression style of each dataset (see expressions.py); refCLEF's is refCOCO's.
-STYLE_OF_DATASET = {"refcoco": "refcoco", "refcoco+": "refcoco+", "refcocog": "refcocog"}
+REFCLEF_STYLE = "refcoco"  # the COCO-based datasets' expression styles are named after them
 
 CATEGORIES = [
     {"supercategory": "shape", "id": number, "name": kind}
@@ -199,21 +198,22 @@ def refer_images(
     return images
 
 
-def write_refer_seg(
-    writer: DatasetWriter, seed: int, image_size: int, coco_image_ids: range, refclef_count: int
+def write_coco_refer_datasets(
+    writer: DatasetWriter, seed: int, image_size: int, image_ids: range
 ) -> dict[str, int]:
-    """Write every REFER dataset; returns the number of refs per ``dataset|splitBy``."""
-    counts = {}
-    coco_images = refer_images(seed, image_size, COCO_PHOTOS, coco_image_ids, coco_train2014_name)
-    for image in coco_images:
+    """refCOCO, refCOCO+, refCOCOg and gRefCOCO on shared train2014 pictures; returns the
+    number of refs per ``dataset|splitBy``."""
+    images = refer_images(seed, image_size, COCO_PHOTOS, image_ids, coco_train2014_name)
+    for image in images:
         writer.write_jpeg(f"{TRAIN2014_DIR}/{image.file_name}", draw_scene(image.scene))
-    coco_instances = instances_json(coco_images, run_length=False)
+    instances = instances_json(images, run_length=False)
+    counts = {}
     for dataset, splits_by in COCO_REFER_SPLITS.items():
-        writer.write_json(f"refer_seg/{dataset}/instances.json", coco_instances)
+        writer.write_json(f"refer_seg/{dataset}/instances.json", instances)
         refs = make_refs(
-            coco_images,
+            images,
             dataset,
-            STYLE_OF_DATASET[dataset],
+            dataset,
             seed,
             lambda image, ann_id: f"{image.file_name[:-4]}_{ann_id}.jpg",
         )
@@ -222,27 +222,27 @@ def write_refer_seg(
                 f"refer_seg/{dataset}/refs({split_by}).p", with_splits(refs, evaluation_splits)
             )
             counts[f"{dataset}|{split_by}"] = len(refs)
-
-    writer.write_json("refer_seg/grefcoco/instances.json", coco_instances)
-    grefs = group_refs(coco_images, seed)
+    writer.write_json("refer_seg/grefcoco/instances.json", instances)
+    grefs = group_refs(images, seed)
     writer.write_json("refer_seg/grefcoco/grefs(unc).json", grefs)
     counts["grefcoco|unc"] = len(grefs)
+    return counts
 
-    clef_images = refer_images(
-        seed, image_size, REFCLEF_PHOTOS, range(1, refclef_count + 1), saiapr_name
-    )
-    for image in clef_images:
+
+def write_refclef(writer: DatasetWriter, seed: int, image_size: int, count: int) -> dict[str, int]:
+    """refCLEF on its saiapr_tc-12 pictures, masks run-length encoded; returns ref counts."""
+    images = refer_images(seed, image_size, REFCLEF_PHOTOS, range(1, count + 1), saiapr_name)
+    for image in images:
         writer.write_jpeg(f"{SAIAPR_DIR}/{image.file_name}", draw_scene(image.scene))
-    writer.write_json(
-        "refer_seg/refclef/instances.json", instances_json(clef_images, run_length=True)
-    )
+    writer.write_json("refer_seg/refclef/instances.json", instances_json(images, run_length=True))
     refs = make_refs(
-        clef_images,
+        images,
         "refclef",
-        "refcoco",
+        REFCLEF_STYLE,
         seed,
         lambda image, ann_id: f"{image.image_id}_{ann_id}.jpg",
     )
+    counts = {}
     for split_by, evaluation_splits in REFCLEF_SPLITS.items():
         writer.write_pickle(
             f"refer_seg/refclef/refs({split_by}).p", with_splits(refs, evaluation_splits)

@@ -72,6 +72,11 @@ def test_position_queries_hold_with_a_margin():
         assert all(
             mine > sign * shape.center[axis] + margin for shape in others(scene, reasoning.target)
         )
+        reach = (sign * scene.shapes[reasoning.target].polygon[:, axis]).max()
+        assert all(
+            reach > (sign * shape.polygon[:, axis]).max()
+            for shape in others(scene, reasoning.target)
+        )  # its outline also comes closest to that edge
 
 
 def test_relative_queries_have_exactly_one_shape_on_that_side():
