@@ -1,8 +1,8 @@
 """Bad training data: the error a reader raises for one unusable sample, and the skip counter.
 
 A reader raises :class:`BadSampleError` (with a :class:`SkipReason`) when one sample cannot be
-used; the dataset logs one warning line, counts it under its source and reason, and draws
-another sample. A source that is missing altogether raises :class:`MissingSourceError` when the
+used; the dataset counts it under its source and reason, logs one warning line (once per bad
+file and process, not again each time the file is drawn), and draws another sample. A source that is missing altogether raises :class:`MissingSourceError` when the
 dataset is built, before training starts.
 """
 
@@ -60,10 +60,14 @@ class SkipCounter:
         self._counts = torch.zeros(
             self._rows, len(self.sources), len(self.reasons), dtype=torch.int64
         ).share_memory_()
+        self._warned: set[str] = set()  # per process: a bad file drawn again is not re-logged
 
     def record(self, source: str, error: BadSampleError) -> None:
-        """Log one warning line for the skipped sample and count it."""
-        logger.warning("skipped a %s sample (%s): %s", source, error.reason.value, error)
+        """Count a skipped sample; log one warning line the first time this process sees it."""
+        message = f"skipped a {source} sample ({error.reason.value}): {error}"
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning(message)
         worker = torch.utils.data.get_worker_info()
         row = 0 if worker is None else 1 + worker.id % (self._rows - 1)
         self._counts[row, self.sources.index(source), self.reasons.index(error.reason)] += 1

@@ -18,7 +18,6 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from utils.collate import Sample
@@ -125,8 +124,8 @@ class LabelMapSource:
             image_path=image_path,
             image=image,
             conversations=conversations,
-            masks=torch.from_numpy(masks),
-            label=torch.from_numpy(label).long(),
+            masks=masks,
+            label=label,
             questions=questions,
             sampled_classes=names,
         )

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from utils.collate import Sample
 from utils.data import layout
@@ -113,7 +112,7 @@ class PartSource:
             image_path=info.path,
             image=image,
             conversations=conversations,
-            masks=torch.from_numpy(np.stack(masks)),
+            masks=np.stack(masks),
             questions=questions,
             sampled_classes=names,
         )

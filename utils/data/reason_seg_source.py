@@ -21,7 +21,6 @@ from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.collate import Sample
 from utils.constants import DEFAULT_IMAGE_TOKEN
@@ -52,8 +51,8 @@ def list_reason_seg_split(
 ) -> tuple[list[tuple[str, ReasonSegAnnotation]], list[BadSampleError]]:
     """(image path, parsed annotation) of every ``*.jpg`` in one split, sorted by file name.
 
-    Images whose json is absent or malformed are left out and returned as errors (reported as
-    skipped samples by the caller).
+    Images whose json is absent or malformed, and jsons without their image, are left out and
+    returned as errors (reported as skipped samples by the caller).
 
     Raises:
         MissingSourceError: the split folder does not exist.
@@ -61,15 +60,20 @@ def list_reason_seg_split(
     folder = layout.require_dir(
         dataset_dir, f"{layout.REASON_SEG_ROOT}/{name}/{split}", f"{name}|{split}"
     )
-    items, errors = [], []
     with os.scandir(folder) as entries:
-        images = sorted(e.path for e in entries if e.name.endswith(".jpg") and e.is_file())
-    for image_path in images:
+        names = {e.name for e in entries if e.is_file()}
+    items, errors = [], []
+    for json_name in sorted(n for n in names if n.endswith(".json")):
+        image_name = json_name[: -len(".json")] + ".jpg"
+        if image_name not in names:
+            message = f"image {str(folder / image_name)!r} of {json_name} does not exist"
+            errors.append(BadSampleError(SkipReason.MISSING_FILE, message))
+    for image_name in sorted(n for n in names if n.endswith(".jpg")):
+        image_path = str(folder / image_name)
         json_path = image_path[: -len(".jpg")] + ".json"
-        if not os.path.isfile(json_path):
-            errors.append(
-                BadSampleError(SkipReason.MISSING_FILE, f"annotation {json_path!r} does not exist")
-            )
+        if image_name[: -len(".jpg")] + ".json" not in names:
+            message = f"annotation {json_path!r} does not exist"
+            errors.append(BadSampleError(SkipReason.MISSING_FILE, message))
             continue
         try:
             annotation = load_annotation(json_path)
@@ -169,10 +173,9 @@ class ReasonSegSource:
             questions.append(question)
             conversations.append(self.builder.conversation([(question, answer)]))
         if mode == 2:
-            masks = torch.zeros((0, height, width))
+            masks = np.zeros((0, height, width), dtype=bool)
         else:
-            target = torch.from_numpy(mask == TARGET_VALUE)  # [H, W]
-            masks = target[None].repeat(len(texts), 1, 1)  # [n, H, W]
+            masks = np.repeat((mask == TARGET_VALUE)[None], len(texts), axis=0)  # [n, H, W]
         return self.builder.build(
             image_path=image_path,
             image=image,

@@ -12,7 +12,6 @@ from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.collate import Sample
 from utils.data import layout
@@ -67,7 +66,7 @@ class ReferSegSource:
             image_path=info.path,
             image=image,
             conversations=conversations,
-            masks=torch.from_numpy(np.stack(masks)),
+            masks=np.stack(masks),
             questions=questions,
             sampled_classes=texts,
         )

@@ -74,8 +74,8 @@ class SampleBuilder:
         image_path: str | os.PathLike,
         image: np.ndarray,
         conversations: list[str],
-        masks: np.ndarray | torch.Tensor,
-        label: torch.Tensor | None = None,
+        masks: np.ndarray,
+        label: np.ndarray | None = None,
         questions: list[str] | None = None,
         sampled_classes: list[str] | None = None,
         inference: bool = False,
@@ -85,29 +85,32 @@ class SampleBuilder:
         Args:
             image: RGB uint8 ``[H, W, 3]``.
             conversations: full conversations, each with one ``<image>``.
-            masks: ``[n, H, W]``, one per ``[SEG]`` in order (``n`` may be 0).
-            label: ``[H, W]`` class map with 255 = ignore; all 255 (float) when None.
+            masks: ``[n, H, W]`` (bool or integer), one per ``[SEG]`` in order; ``n`` may be 0.
+            label: ``[H, W]`` uint8 class map with 255 = ignore (becomes int64); when None, a
+                float32 map of 255 (only its shape is used downstream).
 
         Returns:
             A :class:`Sample` whose masks are float32 ``[n, H, W]``.
         """
+        # numpy, not small torch ops: those wait on the intra-op thread pool of a busy CPU.
         height, width = image.shape[:2]
-        masks = torch.as_tensor(masks)
-        if masks.dim() != 3 or tuple(masks.shape[1:]) != (height, width):
+        if masks.ndim != 3 or masks.shape[1:] != (height, width):
             raise ValueError(
-                f"{image_path}: masks of shape {tuple(masks.shape)} do not match the "
+                f"{image_path}: masks of shape {masks.shape} do not match the "
                 f"{height}x{width} image."
             )
         if label is None:
-            label = torch.full((height, width), 255.0)
+            label_map = np.full((height, width), 255, dtype=np.float32)
+        else:
+            label_map = label.astype(np.int64)
         sam_input, resize = self.sam(image)
         return Sample(
             image_path=str(image_path),
             image=sam_input,
             image_clip=self.clip(image),
             conversations=conversations,
-            masks=masks.float(),
-            label=label,
+            masks=torch.from_numpy(masks.astype(np.float32)),
+            label=torch.from_numpy(label_map),
             resize=resize,
             questions=questions,
             sampled_classes=sampled_classes,

@@ -141,7 +141,7 @@ class ValDataset(torch.utils.data.Dataset):
             image_path=item.image_path,
             image=image,
             conversations=conversations,
-            masks=torch.from_numpy(masks),
+            masks=masks,
             questions=questions,
             sampled_classes=texts,
             inference=True,

@@ -13,7 +13,6 @@ from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.collate import Sample
 from utils.constants import DEFAULT_IMAGE_TOKEN
@@ -90,7 +89,7 @@ class VqaSource:
             image_path=image_path,
             image=image,
             conversations=[conversation],
-            masks=torch.zeros((0, height, width)),
+            masks=np.zeros((0, height, width), dtype=np.uint8),
             questions=[conversation],
             sampled_classes=[conversation],
         )

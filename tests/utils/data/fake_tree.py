@@ -26,13 +26,19 @@ class Box:
     right: int  # exclusive
 
     def polygon(self) -> list[float]:
-        """COCO polygon [x0, y0, ...] whose filled area is exactly the box's pixels."""
-        x0, y0, x1, y1 = self.left, self.top, self.right - 1, self.bottom - 1
+        """COCO polygon [x0, y0, ...]: edges on pixel borders, so it covers exactly the box."""
+        x0, y0, x1, y1 = self.left, self.top, self.right, self.bottom
         return [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
 
     def points(self) -> list[list[float]]:
-        flat = self.polygon()
-        return [flat[i : i + 2] for i in range(0, len(flat), 2)]
+        """ReasonSeg (labelme) corners: filled with OpenCV, which includes the outline pixels."""
+        x0, y0, x1, y1 = self.left, self.top, self.right - 1, self.bottom - 1
+        return [
+            [float(x0), float(y0)],
+            [float(x1), float(y0)],
+            [float(x1), float(y1)],
+            [float(x0), float(y1)],
+        ]
 
     def mask(self, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), dtype=np.uint8)
