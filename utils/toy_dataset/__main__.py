@@ -15,6 +15,7 @@ from utils.toy_dataset.generate import (
     make_toy_dataset,
 )
 from utils.toy_dataset.output import ToyDatasetError
+from utils.toy_dataset.queries import QUERY_KIND_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="images of ADE20K, of COCO 2017 (COCO-Stuff, PACO-LVIS, LLaVA), of Mapillary and "
         "of PASCAL-Part, each",
     )
+    parser.add_argument(
+        "--query_kinds",
+        default=",".join(QUERY_KIND_NAMES),
+        help="comma-separated kinds of ReasonSeg query to write (fewer kinds, easier task)",
+    )
     return parser
 
 
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             num_test=args.num_test,
             num_refer=args.num_refer,
             num_sem_seg=args.num_sem_seg,
+            query_kinds=[name.strip() for name in args.query_kinds.split(",") if name.strip()],
         )
     except ToyDatasetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from utils.toy_dataset.output import MARKER_FILE, DatasetWriter, ToyDatasetError, claim_output_dir
+from utils.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
 from utils.toy_dataset.write_coco import write_coco_sources
 from utils.toy_dataset.write_reason_seg import write_explanatory, write_reason_seg_split
 from utils.toy_dataset.write_refer_seg import (
@@ -75,10 +77,13 @@ def make_toy_dataset(
     num_test: int = DEFAULT_NUM_TEST,
     num_refer: int = DEFAULT_NUM_REFER,
     num_sem_seg: int = DEFAULT_NUM_SEM_SEG,
+    query_kinds: Sequence[str] = QUERY_KIND_NAMES,
 ) -> ToyDatasetSummary:
     """Write the toy dataset under ``dataset_dir`` (see the package docstring for the tree).
 
-    The same arguments always give byte-identical files. Re-running over an earlier toy tree
+    ``query_kinds`` limits the ReasonSeg queries to some kinds of ``queries.QUERY_KIND_NAMES``
+    (all by default), e.g. to make the task easier. The same arguments always give
+    byte-identical files. Re-running over an earlier toy tree
     (complete or interrupted) replaces it; files of the earlier run that this one does not
     write are deleted.
 
@@ -94,15 +99,27 @@ def make_toy_dataset(
         "num_sem_seg": num_sem_seg,
     }
     _check_arguments(seed, image_size, sizes)
+    try:
+        kinds = query_kinds_named(query_kinds)
+    except ValueError as error:
+        raise ToyDatasetError(f"--query_kinds: {error}.") from None
+    if not kinds:
+        raise ToyDatasetError("--query_kinds names no kind; expected at least one.")
     root = Path(dataset_dir).resolve()
     claim_output_dir(root)
     writer = DatasetWriter(root)
-    marker = {"generator": "utils.toy_dataset", "seed": seed, "image_size": image_size, **sizes}
+    marker = {
+        "generator": "utils.toy_dataset",
+        "seed": seed,
+        "image_size": image_size,
+        **sizes,
+        "query_kinds": [kind.name for kind in kinds],
+    }
     writer.write_json(MARKER_FILE, {**marker, "complete": False})
 
     counts: dict[str, int] = {}
     for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
-        items = write_reason_seg_split(writer, seed, image_size, split, count)
+        items = write_reason_seg_split(writer, seed, image_size, split, count, kinds)
         counts[f"ReasonSeg|{split}"] = len(items)
         if split == "train":
             counts["ReasonSeg explanatory"] = write_explanatory(writer, items)

@@ -11,7 +11,7 @@ learnable: corners, colour, size and position are all there to see.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +62,7 @@ class Reasoning:
 class QueryKind:
     """One way of pointing at a shape without naming it plainly."""
 
-    name: str
+    name: str  # an identifier ("most_corners"), as --query_kinds takes it
     phrases: tuple[str, ...]  # short noun phrases (is_sentence false), no leading article
     sentences: tuple[str, ...]  # full sentences (is_sentence true)
     find: Callable[[Scene], list[Reasoning]]  # every shape this kind singles out in a scene
@@ -229,7 +229,7 @@ QUERY_KINDS: tuple[QueryKind, ...] = (
         _find_by_colour,
     ),
     QueryKind(
-        "colour knowledge",
+        "colour_knowledge",
         ("shape with the colour of {thing}", "object coloured like {thing}"),
         ("Which shape has the same colour as {thing}?",
          "If you wanted something the colour of {thing}, which shape would you pick?"),
@@ -242,7 +242,7 @@ QUERY_KINDS: tuple[QueryKind, ...] = (
         _find_by_kind,
     ),
     QueryKind(
-        "shape knowledge",
+        "shape_knowledge",
         ("shape that looks like {thing}", "object shaped like {thing}"),
         ("Which shape looks most like {thing}?",
          "What in this picture has the outline of {thing}?"),
@@ -255,21 +255,21 @@ QUERY_KINDS: tuple[QueryKind, ...] = (
         _find_round,
     ),
     QueryKind(
-        "most corners",
+        "most_corners",
         ("shape with the most corners", "shape with the largest number of corners"),
         ("Which shape has more corners than any other shape?",
          "Find the shape with the most corners in this picture."),
         _find_most_corners,
     ),
     QueryKind(
-        "fewest corners",
+        "fewest_corners",
         ("shape with the fewest corners", "shape with the smallest number of corners"),
         ("Which shape has fewer corners than any other shape?",
          "Find the shape with the fewest corners in this picture."),
         _find_fewest_corners,
     ),
     QueryKind(
-        "corner count",
+        "corner_count",
         ("shape with exactly {count} corners", "shape that has {count} corners"),
         ("Which shape has exactly {count} corners?",
          "Can you find the shape with {count} corners in this image?"),
@@ -289,21 +289,21 @@ QUERY_KINDS: tuple[QueryKind, ...] = (
         _find_smallest,
     ),
     QueryKind(
-        "extreme position",
+        "extreme_position",
         ("{side}most shape", "{side}most object"),
         ("Which shape is closest to the {side} edge of the picture?",
          "Find the shape nearest to the {side} of the image."),
         _find_extreme_position,
     ),
     QueryKind(
-        "relative position",
+        "relative_position",
         ("shape {relation} {reference}", "object {relation} {reference}"),
         ("Which shape is {relation} {reference}?",
          "Find the object that sits {relation} {reference}."),
         _find_relative_position,
     ),
     QueryKind(
-        "colour and kind",
+        "colour_and_kind",
         ("{colour} {kind}",),
         ("Where is the {colour} {kind} in this picture?", "Please find the {colour} {kind}."),
         _find_by_colour_and_kind,
@@ -311,10 +311,32 @@ QUERY_KINDS: tuple[QueryKind, ...] = (
 )  # fmt: skip
 
 
-def sample_query(scene: Scene, rng: np.random.Generator, max_texts: int) -> ReasoningQuery:
-    """One query for a scene: a kind chosen uniformly among those that apply, one of its
-    targets, phrases or sentences (even odds), and 1..max_texts distinct paraphrases."""
-    applicable = [(kind, found) for kind in QUERY_KINDS if (found := kind.find(scene))]
+QUERY_KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in QUERY_KINDS)
+
+
+def query_kinds_named(names: Sequence[str]) -> tuple[QueryKind, ...]:
+    """The kinds with these names, in QUERY_KINDS order; ValueError for an unknown name."""
+    unknown = sorted(set(names) - set(QUERY_KIND_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown query kind(s) {', '.join(unknown)}; expected some of "
+            f"{','.join(QUERY_KIND_NAMES)}"
+        )
+    return tuple(kind for kind in QUERY_KINDS if kind.name in names)
+
+
+def sample_query(
+    scene: Scene,
+    rng: np.random.Generator,
+    max_texts: int,
+    kinds: Sequence[QueryKind] = QUERY_KINDS,
+) -> ReasoningQuery | None:
+    """One query for a scene: a kind chosen uniformly among ``kinds`` that apply (None if none
+    does), one of its targets, phrases or sentences (even odds), and 1..max_texts distinct
+    paraphrases."""
+    applicable = [(kind, found) for kind in kinds if (found := kind.find(scene))]
+    if not applicable:
+        return None
     kind, found = applicable[int(rng.integers(len(applicable)))]
     reasoning = found[int(rng.integers(len(found)))]
     is_sentence = bool(rng.random() < 0.5)

@@ -9,13 +9,14 @@ deprecated annotations, which readers drop).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from utils.toy_dataset.output import DatasetWriter
-from utils.toy_dataset.queries import ReasoningQuery, sample_query
+from utils.toy_dataset.queries import QUERY_KINDS, QueryKind, ReasoningQuery, sample_query
 from utils.toy_dataset.sampling import canvas_size, item_rng
 from utils.toy_dataset.scene import Scene, draw_scene, sample_scene
 
@@ -75,24 +76,39 @@ def reason_seg_annotation(
     }
 
 
-def reason_seg_scene(
-    seed: int, split: str, index: int, image_size: int
-) -> tuple[Scene, np.random.Generator]:
-    """The scene of image ``index`` of ``split``, and the image's generator for its query."""
+def reason_seg_example(
+    seed: int,
+    split: str,
+    index: int,
+    image_size: int,
+    kinds: Sequence[QueryKind] = QUERY_KINDS,
+) -> tuple[Scene, ReasoningQuery, np.random.Generator]:
+    """The scene and query of image ``index`` of ``split``, and the image's generator.
+
+    A scene where none of ``kinds`` applies is replaced by another (from the same generator).
+    """
     rng = item_rng(seed, f"ReasonSeg {split}", index)
     width, height = canvas_size(rng, image_size)
     faded_count = int(rng.random() < IGNORE_SHARE)
-    return sample_scene(rng, width, height, faded_count=faded_count), rng
+    while True:
+        scene = sample_scene(rng, width, height, faded_count=faded_count)
+        query = sample_query(scene, rng, MAX_TEXTS, kinds)
+        if query is not None:
+            return scene, query, rng
 
 
 def write_reason_seg_split(
-    writer: DatasetWriter, seed: int, image_size: int, split: str, count: int
+    writer: DatasetWriter,
+    seed: int,
+    image_size: int,
+    split: str,
+    count: int,
+    kinds: Sequence[QueryKind] = QUERY_KINDS,
 ) -> list[ReasonSegItem]:
     """Write ``count`` images of ``split`` with their jsons; returns what was written."""
     items = []
     for index in range(count):
-        scene, rng = reason_seg_scene(seed, split, index, image_size)
-        query = sample_query(scene, rng, MAX_TEXTS)
+        scene, query, rng = reason_seg_example(seed, split, index, image_size, kinds)
         flag_on = int(rng.integers(len(scene.shapes))) if rng.random() < FLAG_SHARE else None
         explained = split == "train" and bool(rng.random() < EXPLANATORY_SHARE)
         stem = f"{split}_{index:06d}"

@@ -103,6 +103,8 @@ def test_files_beside_the_toy_folders_survive(tmp_path):
         ({"image_size": 32}, "--image_size"),
         ({"num_refer": 2}, "--num_refer"),
         ({"num_val": 0}, "--num_val"),
+        ({"query_kinds": ["largest", "tallest"]}, "--query_kinds: unknown query kind.s. tallest"),
+        ({"query_kinds": []}, "--query_kinds names no kind"),
     ],
 )
 def test_out_of_range_arguments_are_refused(tmp_path, change, message):
@@ -132,3 +134,17 @@ def test_command_line_help_lists_the_sizes(capsys):
     help_text = capsys.readouterr().out
     for flag in ("--dataset_dir", "--seed", "--image_size", "--num_train", "--num_sem_seg"):
         assert flag in help_text
+
+
+def test_query_kinds_limit_the_reason_seg_queries(tmp_path):
+    make_toy_dataset(tmp_path / "dataset", **{**TINY, "num_train": 12}, query_kinds=["largest"])
+    train = tmp_path / "dataset" / "reason_seg" / "ReasonSeg" / "train"
+    texts = [json.loads(path.read_text())["text"] for path in sorted(train.glob("*.json"))]
+    assert len(texts) == 12
+    assert all(
+        text in {"largest shape", "biggest object"} or "big" in text or "most space" in text
+        for image_texts in texts
+        for text in image_texts
+    )
+    marker = json.loads((tmp_path / "dataset" / MARKER_FILE).read_text())
+    assert marker["query_kinds"] == ["largest"]

@@ -30,26 +30,26 @@ def test_every_kind_finds_targets_in_some_scenes():
 
 
 def test_colour_queries_name_the_only_shape_of_that_colour():
-    for scene, reasoning in findings("colour") + findings("colour knowledge"):
+    for scene, reasoning in findings("colour") + findings("colour_knowledge"):
         target = scene.shapes[reasoning.target]
         assert all(shape.colour != target.colour for shape in others(scene, reasoning.target))
 
 
 def test_kind_queries_name_the_only_shape_of_that_kind():
-    for scene, reasoning in findings("kind") + findings("shape knowledge") + findings("round"):
+    for scene, reasoning in findings("kind") + findings("shape_knowledge") + findings("round"):
         target = scene.shapes[reasoning.target]
         assert all(shape.kind != target.kind for shape in others(scene, reasoning.target))
     assert all(scene.shapes[r.target].kind == "circle" for scene, r in findings("round"))
 
 
 def test_corner_queries_pick_a_strict_extreme():
-    for scene, reasoning in findings("most corners"):
+    for scene, reasoning in findings("most_corners"):
         corners = scene.shapes[reasoning.target].corners
         assert all(shape.corners < corners for shape in others(scene, reasoning.target))
-    for scene, reasoning in findings("fewest corners"):
+    for scene, reasoning in findings("fewest_corners"):
         corners = scene.shapes[reasoning.target].corners
         assert all(shape.corners > corners for shape in others(scene, reasoning.target))
-    for scene, reasoning in findings("corner count"):
+    for scene, reasoning in findings("corner_count"):
         corners = scene.shapes[reasoning.target].corners
         assert all(shape.corners != corners for shape in others(scene, reasoning.target))
 
@@ -65,7 +65,7 @@ def test_size_queries_pick_a_clear_winner():
 
 def test_position_queries_hold_with_a_margin():
     axes = {"left": (0, -1), "right": (0, 1), "top": (1, -1), "bottom": (1, 1)}
-    for scene, reasoning in findings("extreme position"):
+    for scene, reasoning in findings("extreme_position"):
         axis, sign = axes[reasoning.words["side"]]
         margin = POSITION_MARGIN * (scene.width, scene.height)[axis]
         mine = sign * scene.shapes[reasoning.target].center[axis]
@@ -86,7 +86,7 @@ def test_relative_queries_have_exactly_one_shape_on_that_side():
         "above": (1, -1),
         "below": (1, 1),
     }
-    for scene, reasoning in findings("relative position"):
+    for scene, reasoning in findings("relative_position"):
         axis, sign = sides[reasoning.words["relation"]]
         reference_name = reasoning.words["reference"].removeprefix("the ")
         references = [shape for shape in scene.shapes if reference_name in (shape.name, shape.kind)]

@@ -7,13 +7,11 @@ from PIL import Image
 
 from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
 from utils.reason_seg import IGNORE_VALUE, TARGET_VALUE, load_annotation, render_mask
-from utils.toy_dataset.queries import sample_query
 from utils.toy_dataset.scene import COLOURS, polygon_mask
 from utils.toy_dataset.write_reason_seg import (
-    MAX_TEXTS,
     REASON_SEG_DIR,
     reason_seg_annotation,
-    reason_seg_scene,
+    reason_seg_example,
 )
 
 SPLITS = {"train": "num_train", "val": "num_val", "test": "num_test"}
@@ -27,8 +25,8 @@ def split_items(toy_dir, split):
 
 def intended(split, index):
     """The scene and query the generator drew for an image."""
-    scene, rng = reason_seg_scene(TOY_SEED, split, index, TOY_SIZES["image_size"])
-    return scene, sample_query(scene, rng, MAX_TEXTS)
+    scene, query, _ = reason_seg_example(TOY_SEED, split, index, TOY_SIZES["image_size"])
+    return scene, query
 
 
 @pytest.mark.parametrize("split", SPLITS)
