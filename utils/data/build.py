@@ -59,20 +59,58 @@ def _names(flag: str, value: str) -> list[str]:
     return names
 
 
-def _sem_seg_sources(
-    config: DataConfig, builder: SampleBuilder, exclude: Collection[str]
-) -> list[TrainingSource]:
-    sources: list[TrainingSource] = []
-    for name in _names("sem_seg_data", config.sem_seg_data):
+def requested_sources(config: DataConfig) -> list[tuple[str, str]]:
+    """(task, source name) of every source the flags ask for, in flag order."""
+    requested = []
+    for task in _names("dataset", config.dataset):
+        if task == "sem_seg":
+            names = _names("sem_seg_data", config.sem_seg_data)
+        elif task == "refer_seg":
+            names = _names("refer_seg_data", config.refer_seg_data)
+        elif task == "vqa":
+            names = [config.vqa_data]
+        elif task == "reason_seg":
+            names = [config.reason_seg_data]
+        else:
+            raise ValueError(
+                f"unknown --dataset entry {task!r}; expected some of {'||'.join(TASKS)}."
+            )
+        requested.extend((task, name) for name in names)
+    return requested
+
+
+def build_source(
+    task: str,
+    name: str,
+    config: DataConfig,
+    builder: SampleBuilder,
+    exclude_images: Collection[str] = frozenset(),
+) -> TrainingSource:
+    """One training source, e.g. ("sem_seg", "ade20k") or ("refer_seg", "refcocog").
+
+    Raises:
+        MissingSourceError: its files are absent (the message names the expected path).
+        ValueError: an unknown name.
+    """
+    dataset_dir = Path(config.dataset_dir)
+    per_sample = config.num_classes_per_sample
+    if task == "sem_seg":
         make = LABEL_MAP_SOURCES.get(name) or PART_SOURCES.get(name)
         if make is None:
             raise ValueError(
-                f"unknown --sem_seg_data entry {name!r}; expected some of {'||'.join(SEM_SEG_SOURCES)}."
+                f"unknown --sem_seg_data entry {name!r}; expected some of "
+                f"{'||'.join(SEM_SEG_SOURCES)}."
             )
-        sources.append(
-            make(Path(config.dataset_dir), builder, config.num_classes_per_sample, exclude)
+        return make(dataset_dir, builder, per_sample, exclude_images)
+    if task == "refer_seg":
+        return refer_seg_source(dataset_dir, name, builder, per_sample, exclude_images)
+    if task == "vqa":
+        return vqa_source(dataset_dir, name, builder, exclude_images)
+    if task == "reason_seg":
+        return reason_seg_source(
+            dataset_dir, name, builder, per_sample, config.explanatory, exclude_images
         )
-    return sources
+    raise ValueError(f"unknown --dataset entry {task!r}; expected some of {'||'.join(TASKS)}.")
 
 
 def build_train_dataset(
@@ -103,38 +141,14 @@ def build_train_dataset(
         raise ValueError(
             f"--sample_rates has {len(rates)} values for the {len(tasks)} tasks of --dataset."
         )
-    dataset_dir = Path(config.dataset_dir)
-    if not dataset_dir.is_dir():
-        raise MissingSourceError(f"--dataset_dir {dataset_dir} is not a folder.")
-    groups = []
-    for task, rate in zip(tasks, rates, strict=True):
-        if task == "sem_seg":
-            sources = _sem_seg_sources(config, builder, exclude_images)
-        elif task == "refer_seg":
-            sources = [
-                refer_seg_source(
-                    dataset_dir, name, builder, config.num_classes_per_sample, exclude_images
-                )
-                for name in _names("refer_seg_data", config.refer_seg_data)
-            ]
-        elif task == "vqa":
-            sources = [vqa_source(dataset_dir, config.vqa_data, builder, exclude_images)]
-        elif task == "reason_seg":
-            sources = [
-                reason_seg_source(
-                    dataset_dir,
-                    config.reason_seg_data,
-                    builder,
-                    config.num_classes_per_sample,
-                    config.explanatory,
-                    exclude_images,
-                )
-            ]
-        else:
-            raise ValueError(
-                f"unknown --dataset entry {task!r}; expected some of {'||'.join(TASKS)}."
-            )
-        groups.append(SourceGroup(task, sources, rate))
+    if not Path(config.dataset_dir).is_dir():
+        raise MissingSourceError(f"--dataset_dir {config.dataset_dir} is not a folder.")
+    sources: dict[str, list[TrainingSource]] = {task: [] for task in tasks}
+    for task, name in requested_sources(config):
+        sources[task].append(build_source(task, name, config, builder, exclude_images))
+    groups = [
+        SourceGroup(task, sources[task], rate) for task, rate in zip(tasks, rates, strict=True)
+    ]
     return HybridDataset(groups, samples_per_epoch=samples_per_epoch, seed=config.seed)
 
 

@@ -62,7 +62,7 @@ class HybridDataset(torch.utils.data.Dataset):
         self.skips = SkipCounter([s.name for g in self.groups for s in g.sources])
         for group in self.groups:
             for source in group.sources:
-                for error in getattr(source, "startup_skips", ()):
+                for error in source.startup_skips:
                     self.skips.record(source.name, error)
 
     def set_epoch(self, epoch: int) -> None:

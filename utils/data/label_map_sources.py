@@ -26,6 +26,7 @@ from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReaso
 from utils.data.image_keys import image_key
 from utils.data.questions import short_question_turn
 from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
 
 IGNORE_LABEL = 255
 _CLASS_LISTS = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ def read_class_names(file_name: str) -> list[str]:
     return (_CLASS_LISTS / file_name).read_text(encoding="utf-8").splitlines()
 
 
-class LabelMapSource:
+class LabelMapSource(TrainingSource):
     """Images with a single-channel PNG of class indices each.
 
     Args:
@@ -93,8 +94,8 @@ class LabelMapSource:
             stored = stored.astype(np.uint8)
         return self.label_lut[stored]
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        image_path, label_path = self.items[int(rng.integers(len(self.items)))]
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
+        image_path, label_path = self.items[index]
         label = self.read_label(label_path)
         present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
         present = present[present != IGNORE_LABEL]

@@ -23,6 +23,7 @@ from utils.data.coco_masks import decode_segmentation
 from utils.data.image_keys import image_key
 from utils.data.questions import short_question_turn
 from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
 
 ClassName = str | tuple[str, str]  # a name, or (object, part)
 
@@ -51,7 +52,7 @@ class PartImage:
     annotations: tuple[tuple[int, Any], ...]  # (category id, segmentation), json order
 
 
-class PartSource:
+class PartSource(TrainingSource):
     """Images of a COCO-format json, each with its part annotations.
 
     Args:
@@ -82,8 +83,8 @@ class PartSource:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        info = self.images[int(rng.integers(len(self.images)))]
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
+        info = self.images[index]
         annotations = info.annotations
         if len(annotations) > self.num_classes_per_sample:
             chosen = rng.choice(len(annotations), size=self.num_classes_per_sample, replace=False)

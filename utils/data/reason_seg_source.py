@@ -35,6 +35,7 @@ from utils.data.questions import (
     choose,
 )
 from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
 from utils.reason_seg import (
     TARGET_VALUE,
     BadAnnotationError,
@@ -111,7 +112,7 @@ def load_explanations(dataset_dir: Path, name: str) -> dict[str, str]:
         ) from None
 
 
-class ReasonSegSource:
+class ReasonSegSource(TrainingSource):
     """ReasonSeg training samples (``--reason_seg_data``, ``--explanatory``)."""
 
     def __init__(
@@ -147,8 +148,8 @@ class ReasonSegSource:
             return 2, explanation
         return int(rng.integers(2)), explanation
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        image_path, annotation = self.items[int(rng.integers(len(self.items)))]
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
+        image_path, annotation = self.items[index]
         image = self.builder.read_image(image_path)
         height, width = image.shape[:2]
         mask = render_reason_seg_mask(annotation, height, width)

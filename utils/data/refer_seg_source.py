@@ -19,9 +19,10 @@ from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReaso
 from utils.data.questions import short_question_turn
 from utils.data.refer import ReferSplit, load_refer_split
 from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
 
 
-class ReferSegSource:
+class ReferSegSource(TrainingSource):
     """Training samples of one referring dataset (``refcoco``, ``grefcoco`` ...)."""
 
     def __init__(
@@ -40,8 +41,8 @@ class ReferSegSource:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        image_id = self.image_ids[int(rng.integers(len(self.image_ids)))]
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
+        image_id = self.image_ids[index]
         info = self.refer.images[image_id]
         expressions = self.refer.expressions[image_id]
         if len(expressions) > self.num_classes_per_sample:

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 
 from utils.collate import Sample
+from utils.data.bad_samples import BadSampleError
 
 
-class TrainingSource(Protocol):
-    """A source of training samples: ade20k, refcoco, llava_instruct_150k, ReasonSeg|train ..."""
+class TrainingSource(ABC):
+    """A source of training samples: ade20k, refcoco, llava_instruct_150k, ReasonSeg|train ...
 
-    name: str  # as written in the command-line flags; keys the skip counts
+    Subclasses set ``name`` (as written in the command-line flags; it keys the skip counts).
+    """
 
+    name: str
+    startup_skips: Sequence[BadSampleError] = ()  # files left out while indexing (never drawn)
+
+    @abstractmethod
     def __len__(self) -> int:
         """Number of images (or conversations) the source draws from."""
-        ...
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        """One random training sample, all randomness from ``rng``.
+    @abstractmethod
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
+        """The training sample of item ``index``; the other draws (classes, templates) use ``rng``.
 
         Raises:
-            BadSampleError: the drawn item cannot be used (the caller counts it and redraws).
+            BadSampleError: the item cannot be used (the caller counts it and draws again).
         """
-        ...
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        """A sample of a uniformly drawn item."""
+        return self.sample_at(int(rng.integers(len(self))), rng)

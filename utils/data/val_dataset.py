@@ -108,15 +108,17 @@ class ValDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, idx: int) -> Sample:
+        """Item ``idx``, or the next usable one when its image turns out unreadable."""
         for offset in range(len(self.items)):
-            item = self.items[(idx + offset) % len(self.items)]
             try:
-                return self._sample(item)
+                return self.sample_at((idx + offset) % len(self.items))
             except BadSampleError as error:
                 self.skips.record(self.name, error)
         raise RuntimeError(f"{self.name}: no validation image is usable (see the warnings above).")
 
-    def _sample(self, item: _ReasonSegItem | _ReferItem) -> Sample:
+    def sample_at(self, index: int) -> Sample:
+        """Item ``index``; raises :class:`BadSampleError` when it cannot be used."""
+        item = self.items[index]
         image = self.builder.read_image(item.image_path)
         height, width = image.shape[:2]
         if isinstance(item, _ReasonSegItem):

@@ -20,6 +20,7 @@ from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.image_keys import image_key
 from utils.data.sample_builder import SampleBuilder
+from utils.data.source import TrainingSource
 
 _ROLES = ("human", "gpt")
 
@@ -58,7 +59,7 @@ def _turns(item: dict, where: str) -> list[tuple[str, str]]:
     return list(zip(texts[0::2], texts[1::2], strict=True))
 
 
-class VqaSource:
+class VqaSource(TrainingSource):
     """One LLaVA-Instruct json file (``--vqa_data``), images in ``coco/train2017``."""
 
     def __init__(
@@ -74,8 +75,7 @@ class VqaSource:
     def __len__(self) -> int:
         return len(self.items)
 
-    def sample(self, rng: np.random.Generator) -> Sample:
-        index = int(rng.integers(len(self.items)))
+    def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
         item = self.items[index]
         where = f"{self.name} item {index}"
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
