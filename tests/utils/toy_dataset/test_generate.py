@@ -1,9 +1,13 @@
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
 from utils.toy_dataset import ToyDatasetError, make_toy_dataset
 from utils.toy_dataset import generate as generate_module
@@ -32,6 +36,16 @@ def file_digests(root: Path) -> dict[str, str]:
 def test_the_same_seed_gives_byte_identical_files(toy_dir, tmp_path):
     make_toy_dataset(tmp_path / "again", TOY_SEED, **TOY_SIZES)
     assert file_digests(tmp_path / "again") == file_digests(toy_dir)
+
+
+def test_another_process_gives_the_same_bytes(tmp_path):
+    """No dependence on string hashing (set order) or other per-process state."""
+    make_toy_dataset(tmp_path / "here", **TINY)
+    sizes = [f"--{name}={value}" for name, value in TINY.items()]
+    command = [sys.executable, "-m", "utils.toy_dataset", "--dataset_dir", str(tmp_path / "there")]
+    environment = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run(command + sizes, check=True, cwd=REPO_ROOT, env=environment, capture_output=True)
+    assert file_digests(tmp_path / "there") == file_digests(tmp_path / "here")
 
 
 def test_another_seed_gives_other_pictures_and_queries(toy_dir, tmp_path):
