@@ -198,11 +198,11 @@ def reason_seg_source(
     """The source named by ``--reason_seg_data`` (``"ReasonSeg|train"``, ``"ReasonSeg|train_val"``)."""
     name, _, splits = reason_seg_data.partition("|")
     if not name or not splits:
-        raise MissingSourceError(
+        raise ValueError(
             f"--reason_seg_data {reason_seg_data!r} is not of the form NAME|SPLIT[_SPLIT...]."
         )
     if explanatory != NO_EXPLANATION and not 0.0 <= explanatory <= 1.0:
-        raise MissingSourceError(f"--explanatory must be -1 or within [0, 1], got {explanatory}.")
+        raise ValueError(f"--explanatory must be -1 or within [0, 1], got {explanatory}.")
     items, errors = [], []
     for split in splits.split("_"):
         split_items, split_errors = list_reason_seg_split(dataset_dir, name, split)

@@ -130,14 +130,12 @@ def load_refer_split(
     """
     source = f"{dataset}|{split_by}|{split}"
     if dataset not in layout.REFER_IMAGE_DIRS:
-        raise MissingSourceError(
+        raise ValueError(
             f"{source}: unknown referring dataset {dataset!r}; expected one of "
             f"{', '.join(layout.REFER_IMAGE_DIRS)}."
         )
     if split not in KNOWN_SPLITS:
-        raise MissingSourceError(
-            f"{source}: unknown split {split!r}; expected one of {KNOWN_SPLITS}."
-        )
+        raise ValueError(f"{source}: unknown split {split!r}; expected one of {KNOWN_SPLITS}.")
     refs_rel, instances_rel = layout.refer_annotation_files(dataset, split_by)
     refs_file = layout.require_file(dataset_dir, refs_rel, source)
     instances_file = layout.require_file(dataset_dir, instances_rel, source)

@@ -82,7 +82,7 @@ def refer_seg_source(
 ) -> ReferSegSource:
     """The train split of ``name`` with the split-by the original trains it with."""
     if name not in layout.REFER_TRAIN_SPLIT_BY:
-        raise MissingSourceError(
+        raise ValueError(
             f"unknown --refer_seg_data entry {name!r}; expected some of "
             f"{'||'.join(layout.REFER_TRAIN_SPLIT_BY)}."
         )

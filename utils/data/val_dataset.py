@@ -63,6 +63,7 @@ class ValDataset(torch.utils.data.Dataset):
         self.name = val_dataset
         self.builder = builder
         self.skips = SkipCounter([val_dataset])
+        self.startup_skips: list[BadSampleError] = []  # files left out while indexing
         self.refer: ReferSplit | None = None
         parts = val_dataset.split("|")
         if len(parts) == 2:
@@ -70,12 +71,14 @@ class ValDataset(torch.utils.data.Dataset):
         elif len(parts) == 3:
             self.items = self._refer_items(dataset_dir, *parts)
         else:
-            raise MissingSourceError(
+            raise ValueError(
                 f"--val_dataset {val_dataset!r} is neither NAME|SPLIT (ReasonSeg) nor "
                 "DATASET|SPLIT_BY|SPLIT (e.g. refcoco|unc|val)."
             )
         if not self.items:
             raise MissingSourceError(f"{val_dataset}: found no usable image.")
+        for error in self.startup_skips:
+            self.skips.record(self.name, error)
         if self.refer is not None:
             # Absent images count too: the same photo may sit in another source's folder.
             paths = [image.path for image in self.refer.images.values()]
@@ -84,9 +87,7 @@ class ValDataset(torch.utils.data.Dataset):
         self._image_keys = frozenset(image_key(path) for path in paths)
 
     def _reason_seg_items(self, dataset_dir: Path, name: str, split: str) -> list[_ReasonSegItem]:
-        items, errors = list_reason_seg_split(dataset_dir, name, split)
-        for error in errors:
-            self.skips.record(self.name, error)
+        items, self.startup_skips = list_reason_seg_split(dataset_dir, name, split)
         return [_ReasonSegItem(path, annotation) for path, annotation in items]
 
     def _refer_items(
@@ -98,10 +99,8 @@ class ValDataset(torch.utils.data.Dataset):
             if Path(info.path).is_file():
                 items.append(_ReferItem(info.path, image_id))
             else:
-                self.skips.record(
-                    self.name,
-                    BadSampleError(SkipReason.MISSING_FILE, f"image {info.path!r} does not exist"),
-                )
+                message = f"image {info.path!r} does not exist"
+                self.startup_skips.append(BadSampleError(SkipReason.MISSING_FILE, message))
         return items
 
     def __len__(self) -> int:

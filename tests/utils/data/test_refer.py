@@ -30,7 +30,7 @@ def test_split_selection_follows_the_refer_api(refer_root):
     assert ids["train"] == {10, 11, 12} and ids["val"] == {13, 14}
     assert ids["testA"] == {15, 17} and ids["testB"] == {16, 17}  # testAB counts for both
     assert ids["test"] == {15, 16, 17}
-    with pytest.raises(MissingSourceError, match="unknown split"):
+    with pytest.raises(ValueError, match="unknown split"):
         load_refer_split(refer_root, "refcoco", "unc", "validation")
 
 

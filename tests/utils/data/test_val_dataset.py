@@ -70,7 +70,7 @@ def test_grefcoco_val_no_target_expressions_have_empty_masks(refer_root, builder
 
 
 def test_bad_names_and_missing_sets(tmp_path, builder):
-    with pytest.raises(MissingSourceError, match="neither NAME|SPLIT"):
+    with pytest.raises(ValueError, match="neither NAME|SPLIT"):
         ValDataset(tmp_path, "refcoco", builder)
     with pytest.raises(MissingSourceError, match=r"reason_seg/ReasonSeg/test"):
         ValDataset(tmp_path, "ReasonSeg|test", builder)
