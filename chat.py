@@ -29,7 +29,6 @@ from model.segmenter import (
     LisaSegmenter,
     PromptTooLongError,
     SegmentationResult,
-    read_image,
 )
 from utils.conversation import CONV_TYPES
 from utils.visualization import MaskFiles, save_mask_pictures
@@ -172,6 +171,13 @@ def one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def too_long_message(error: PromptTooLongError) -> str:
+    return (
+        f"The prompt is {error.num_tokens} tokens long, more than "
+        f"--model_max_length={error.limit}; shorten it."
+    )
+
+
 @dataclass
 class Conversation:
     """What the chat remembers between turns."""
@@ -194,6 +200,7 @@ def answer_turn(
     save_dir: Path,
 ) -> tuple[SegmentationResult, list[MaskFiles]]:
     """One turn: generate, remember it, save its masks. Raises InputError on a bad prompt."""
+    segmenter.prompt_ids(prompt)  # too long even alone: say so before touching the history
     while True:
         try:
             result = segmenter.segment(conversation.pixels, prompt, history=conversation.history)
@@ -227,7 +234,7 @@ def report(result: SegmentationResult, files: list[MaskFiles]) -> None:
         print("(no [SEG] in the answer: no mask)")
 
 
-def open_image(conversation: Conversation, path_text: str) -> str | None:
+def open_image(segmenter: LisaSegmenter, conversation: Conversation, path_text: str) -> str | None:
     """Switch to the image at ``path_text`` unless it is the current one; returns a notice."""
     path = Path(path_text.strip().strip("'\"")).expanduser()
     try:
@@ -236,7 +243,7 @@ def open_image(conversation: Conversation, path_text: str) -> str | None:
         resolved, mtime = path, None  # missing: let read_image phrase the message
     if resolved == conversation.image_path and mtime == conversation.image_mtime:
         return None
-    pixels = read_image(path)  # InputError leaves the conversation as it was
+    pixels = segmenter.read_image(path)  # InputError leaves the conversation as it was
     conversation.image_path, conversation.image_mtime, conversation.pixels = resolved, mtime, pixels
     conversation.reset()
     height, width = pixels.shape[:2]
@@ -262,10 +269,18 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
             if not prompt.strip():
                 print("The prompt is empty: type a question (or /quit).")
                 continue
+            try:
+                segmenter.prompt_ids(prompt)  # a prompt that cannot work: say so before the image
+            except PromptTooLongError as error:
+                print(too_long_message(error))
+                continue
+            except InputError as error:
+                print(one_line(error))
+                continue
             path_text = input(IMAGE_QUESTION)
             try:
                 if path_text.strip():
-                    notice = open_image(conversation, path_text)
+                    notice = open_image(segmenter, conversation, path_text)
                     if notice:
                         print(notice)
                 elif conversation.pixels is None:
@@ -273,10 +288,7 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
                     continue
                 result, files = answer_turn(segmenter, conversation, prompt, save_dir)
             except PromptTooLongError as error:
-                print(
-                    f"The prompt is {error.num_tokens} tokens long, more than "
-                    f"--model_max_length={error.limit}; shorten it."
-                )
+                print(too_long_message(error))
                 continue
             except (InputError, OSError) as error:
                 print(one_line(error))
@@ -293,14 +305,10 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
 def one_shot(segmenter: LisaSegmenter, args: argparse.Namespace, save_dir: Path) -> int:
     conversation = Conversation()
     try:
-        open_image(conversation, args.image)
+        open_image(segmenter, conversation, args.image)
         result, files = answer_turn(segmenter, conversation, args.prompt, save_dir)
     except PromptTooLongError as error:
-        print(
-            f"chat.py: the prompt is {error.num_tokens} tokens long, more than "
-            f"--model_max_length={error.limit}.",
-            file=sys.stderr,
-        )
+        print(f"chat.py: {too_long_message(error)}", file=sys.stderr)
         return 1
     except (InputError, OSError) as error:
         print(f"chat.py: {one_line(error)}", file=sys.stderr)

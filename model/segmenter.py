@@ -78,7 +78,7 @@ class _Image:
     """An input image read as RGB, with a name for messages."""
 
     pixels: np.ndarray  # [H, W, 3] uint8 RGB, upright
-    name: str
+    name: str  # how messages name it: "Image 'cat.png'", "The image array"
 
 
 def read_image(image: ImageInput) -> np.ndarray:
@@ -102,7 +102,7 @@ def _read(image: ImageInput) -> _Image:
         if not path.exists():
             raise InputError(f"Image file {str(path)!r} does not exist.")
         try:
-            return _Image(load_image(path), str(path))
+            return _Image(load_image(path), f"Image {str(path)!r}")
         except Image.DecompressionBombError as error:
             raise InputError(
                 f"Image {str(path)!r} is too large to decode safely: {error}"
@@ -111,11 +111,11 @@ def _read(image: ImageInput) -> _Image:
             raise InputError(str(error)) from error
     if isinstance(image, Image.Image):
         try:
-            return _Image(_to_rgb(ImageOps.exif_transpose(image)), "the PIL image")
+            return _Image(_to_rgb(ImageOps.exif_transpose(image)), "The PIL image")
         except (OSError, ValueError) as error:
             raise InputError(f"Cannot convert the PIL image to RGB: {error}.") from error
     if isinstance(image, np.ndarray):
-        return _Image(_array_to_rgb(image), "the image array")
+        return _Image(_array_to_rgb(image), "The image array")
     raise InputError(
         f"An image must be a path, a PIL image or a numpy array, got {type(image).__name__}."
     )
@@ -249,18 +249,25 @@ class LisaSegmenter:
 
     # --- images --------------------------------------------------------------------------------
 
-    def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
+    def read_image(self, image: ImageInput) -> np.ndarray:
+        """:func:`read_image`, plus the checks this model's preprocessing needs.
+
+        Returns the upright RGB uint8 [H, W, 3] pixels, which can be passed back as the image.
+        """
+        return self._checked(_read(image)).pixels
+
+    def _checked(self, image: _Image) -> _Image:
         sam_side = self.preprocessor.sam.image_size
-        prepared = []
-        for image in images:
-            height, width = image.pixels.shape[:2]
-            if 0 in longest_side_shape(height, width, sam_side):
-                raise InputError(
-                    f"{image.name} is {width}x{height} pixels: too narrow to scale to "
-                    f"{sam_side} pixels on its long side."
-                )
-            prepared.append(self.preprocessor(image.pixels))
-        return tuple(prepared)
+        height, width = image.pixels.shape[:2]
+        if 0 in longest_side_shape(height, width, sam_side):
+            raise InputError(
+                f"{image.name} is {width}x{height} pixels: too narrow to scale to "
+                f"{sam_side} pixels on its long side."
+            )
+        return image
+
+    def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
+        return tuple(self.preprocessor(self._checked(image).pixels) for image in images)
 
     def _batch_tensors(
         self, prepared: Sequence[PreparedImage]
