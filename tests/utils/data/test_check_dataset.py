@@ -1,0 +1,53 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from utils.check_dataset import main
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_complete_tree_passes(tree, capsys):
+    flags = ["--refer_seg_data", "refclef||refcoco||refcoco+||refcocog||grefcoco"]
+    vals = "ReasonSeg|val||refcoco|unc|val||refcoco|unc|testA||refcocog|umd|test||grefcoco|unc|val"
+    assert main(["--dataset_dir", str(tree), *flags, "--val_dataset", vals]) == 0
+    out = capsys.readouterr().out
+    assert "17 of 17 requested sources can be used" in out
+    assert "ok       ade20k" in out and "first malformed" not in out
+
+
+def test_missing_source_and_malformed_file(tree, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root)
+    shutil.rmtree(root / "vlpart/pascal_part")
+    (next((root / "reason_seg/ReasonSeg/val").glob("*.jpg"))).write_bytes(b"\xff\xd8 truncated")
+    code = main(
+        ["--dataset_dir", str(root), "--dataset", "sem_seg||reason_seg", "--sample_rates", "3,1"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    expected = root / "vlpart/pascal_part/train.json"
+    assert (
+        f"MISSING  pascal_part            expected the file {expected}, which does not exist."
+        in out
+    )
+    assert "first malformed: Cannot read image" in out and "(unreadable_image)" in out
+    assert "6 of 7 requested sources can be used" in out
+
+
+def test_user_errors_give_one_sentence_and_status_one(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.check_dataset", "--dataset_dir", str(tmp_path / "nowhere"),
+         "--dataset", "vqa||sem_seg", "--sample_rates", "1,1", "--sem_seg_data", "partimagenet"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert (
+        lines[0].startswith("MISSING  llava_instruct_150k") and "nowhere/llava_dataset" in lines[0]
+    )
+    assert (
+        lines[1].startswith("INVALID  partimagenet") and "unknown --sem_seg_data entry" in lines[1]
+    )
