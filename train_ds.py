@@ -36,10 +36,12 @@ from utils.checkpointing import (
     write_json_atomic,
 )
 from utils.collate import collate_fn
+from utils.data import build_datasets
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
-from utils.metrics import mask_iou_statistics
+from utils.metrics import intersection_and_union, mask_iou
 from utils.tokenization import load_tokenizer
+from utils.transforms import ClipTransform
 
 logger = logging.getLogger("train_ds")
 
@@ -197,13 +199,15 @@ class MicroBatchSampler(Sampler[int]):
             k += 1
 
 
-def build_datasets(args: argparse.Namespace, tokenizer, num_image_tokens: int):
-    """(training mixture, validation set or None) from the command line."""
-    from utils.data import build_train_dataset, build_val_dataset
-
-    train_dataset = None if args.eval_only else build_train_dataset(args, tokenizer)
-    val_dataset = None if args.no_eval else build_val_dataset(args, tokenizer)
-    return train_dataset, val_dataset
+def clip_transform_for(args: argparse.Namespace, tower_path: str | None) -> ClipTransform:
+    """CLIP preprocessing from the vision tower directory (--vision-tower, else the base's config)."""
+    for candidate in (args.vision_tower, tower_path):
+        if candidate and (Path(candidate) / "preprocessor_config.json").is_file():
+            return ClipTransform.from_pretrained(candidate)
+    raise SystemExit(
+        f"--vision-tower: no preprocessor_config.json in {args.vision_tower} or {tower_path}; "
+        "pass the local CLIP directory"
+    )
 
 
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
@@ -241,17 +245,48 @@ class RunningMean:
 def validate(
     engine, loader: DataLoader, info: DistributedInfo, dtype: torch.dtype
 ) -> tuple[float, float]:
-    """gIoU (mean per-mask IoU) and cIoU (cumulative), summed over ranks."""
+    """gIoU (mean per-mask IoU) and cIoU (cumulative IoU) of one validation set, over all ranks."""
     engine.eval()
-    totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoU, masks
+    totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoUs, masks
     for batch in tqdm(loader, desc="validate", disable=not info.is_main, leave=False):
         batch = to_device(batch, info.device, dtype)
         output = engine(**batch)
         for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
-            totals += mask_iou_statistics(pred > 0, gt)
+            intersection, union = intersection_and_union(pred > 0, gt)
+            totals += (
+                torch.stack(
+                    [
+                        intersection.sum(),
+                        union.sum(),
+                        mask_iou(intersection, union).sum(),
+                        torch.tensor(len(gt)),
+                    ]
+                )
+                .double()
+                .cpu()
+            )
     totals = all_reduce_sum(totals.to(info.device)).cpu()
     intersection, union, iou_sum, masks = totals.tolist()
     return iou_sum / max(masks, 1), intersection / (union + 1e-10)
+
+
+def validate_all(
+    engine, loaders: dict, info: DistributedInfo, dtype: torch.dtype, writer, epoch: int
+) -> dict:
+    """Every validation set; gIoU/cIoU are their means (one set: its own values, as the original)."""
+    results = {name: validate(engine, loader, info, dtype) for name, loader in loaders.items()}
+    giou = sum(g for g, _ in results.values()) / len(results)
+    ciou = sum(c for _, c in results.values()) / len(results)
+    if info.is_main:
+        for name, (set_giou, set_ciou) in results.items():
+            if len(results) > 1:
+                print(f"  {name}: giou {set_giou:.4f}, ciou {set_ciou:.4f}")
+                writer.add_scalar(f"val/{name}/giou", set_giou, epoch)
+                writer.add_scalar(f"val/{name}/ciou", set_ciou, epoch)
+        print(f"epoch {epoch}: giou: {giou:.4f}, ciou: {ciou:.4f}")
+        writer.add_scalar("val/giou", giou, epoch)
+        writer.add_scalar("val/ciou", ciou, epoch)
+    return {"giou": giou, "ciou": ciou}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,7 +321,10 @@ def main(argv: list[str] | None = None) -> None:
         dtype=dtype,
     )
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(
+            model, "activation_checkpointing_enable", model.gradient_checkpointing_enable
+        )
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.trainable == "lisa" and args.lora_r > 0:
         targets = tuple(args.lora_target_modules.split(","))
         model = apply_lora(
@@ -302,7 +340,15 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
 
     # --- data ---
-    train_dataset, val_dataset = build_datasets(args, tokenizer, lisa.model.num_image_tokens)
+    samples_per_epoch = (
+        args.batch_size * args.grad_accumulation_steps * args.steps_per_epoch * info.world_size
+    )
+    train_dataset, val_datasets = build_datasets(
+        args,
+        clip_transform=clip_transform_for(args, lisa.config.vision_tower_path),
+        samples_per_epoch=samples_per_epoch,
+        with_validation=not args.no_eval,
+    )
     collate = partial(
         collate_fn,
         tokenizer=tokenizer,
@@ -311,17 +357,16 @@ def main(argv: list[str] | None = None) -> None:
         model_max_length=args.model_max_length,
         num_image_tokens=lisa.model.num_image_tokens,
     )
-    val_loader = None
-    if val_dataset is not None:
-        val_loader = DataLoader(
-            val_dataset,
+    val_loaders = {
+        name: DataLoader(
+            dataset,
             batch_size=args.val_batch_size,
-            sampler=list(
-                range(info.rank, len(val_dataset), info.world_size)
-            ),  # no padding duplicates
+            sampler=list(range(info.rank, len(dataset), info.world_size)),  # no padding duplicates
             num_workers=args.workers,
-            collate_fn=partial(collate, inference=True),
+            collate_fn=collate,
         )
+        for name, dataset in zip(args.val_dataset.split("||"), val_datasets, strict=True)
+    }
 
     # --- engine ---
     import deepspeed
@@ -365,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
         client_state = client_state or {}
         global_step = int(client_state.get("global_step", 0))
         best = client_state.get("best", best)
+        if "rng" in client_state:  # dropout draws continue as if never interrupted
+            torch.set_rng_state(client_state["rng"])
         logger.info(
             "resumed from %s at step %d (epoch %d)",
             resume,
@@ -381,11 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         writer = SummaryWriter(str(log_dir))
 
     if args.eval_only:
-        giou, ciou = validate(engine, val_loader, info, dtype)
-        if info.is_main:
-            print(f"giou: {giou:.4f}, ciou: {ciou:.4f}")
-            writer.add_scalar("val/giou", giou, 0)
-            writer.add_scalar("val/ciou", ciou, 0)
+        validate_all(engine, val_loaders, info, dtype, writer, epoch=0)
+        if writer is not None:
             writer.close()
         return
 
@@ -403,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     if info.is_main:
         print(
             f"training {args.epochs} epochs x {args.steps_per_epoch} steps on {info.world_size} process(es), "
-            f"{len(val_dataset) if val_dataset is not None else 0} validation samples"
+            f"{sum(len(d) for d in val_datasets)} validation samples"
         )
 
     for epoch in range(global_step // args.steps_per_epoch, args.epochs):
@@ -431,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
                 engine.backward(output.loss)
                 engine.step()
                 for name, meter in meters.items():
-                    meter.update(float(output[name]))
+                    meter.update(output[name].detach().item())
                 end_micro = time.perf_counter()
                 batch_time.update(end_micro - end)
                 end = end_micro
@@ -461,22 +505,17 @@ def main(argv: list[str] | None = None) -> None:
                 and global_step % args.save_steps == 0
                 and step_in_epoch + 1 < args.steps_per_epoch
             ):
-                save_checkpoint(
-                    engine, log_dir, {"global_step": global_step, "best": best}, info.is_main
-                )
+                save_checkpoint(engine, log_dir, client_state_of(global_step, best), info.is_main)
 
         metrics = {"epoch": epoch}
-        if val_loader is not None:
-            giou, ciou = validate(engine, val_loader, info, dtype)
-            metrics.update(giou=giou, ciou=ciou)
-            if info.is_main:
-                print(f"epoch {epoch}: giou: {giou:.4f}, ciou: {ciou:.4f}")
-                writer.add_scalar("val/giou", giou, epoch)
-                writer.add_scalar("val/ciou", ciou, epoch)
-        is_best = val_loader is None or metrics["giou"] > best["giou"]
-        if is_best and val_loader is not None:
+        if val_loaders:
+            metrics.update(validate_all(engine, val_loaders, info, dtype, writer, epoch))
+        if info.is_main and train_dataset.skip_counts():
+            print(f"skipped training samples so far: {train_dataset.skip_counts()}")
+        is_best = not val_loaders or metrics["giou"] > best["giou"]
+        if is_best and val_loaders:
             best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "epoch": epoch}
-        save_checkpoint(engine, log_dir, {"global_step": global_step, "best": best}, info.is_main)
+        save_checkpoint(engine, log_dir, client_state_of(global_step, best), info.is_main)
         if is_best:
             promote_to_best(log_dir, metrics, info.is_main)
         if info.is_main:
@@ -484,6 +523,11 @@ def main(argv: list[str] | None = None) -> None:
     if writer is not None:
         writer.close()
     barrier()
+
+
+def client_state_of(global_step: int, best: dict) -> dict:
+    """What a checkpoint needs besides DeepSpeed's own state to resume exactly."""
+    return {"global_step": global_step, "best": best, "rng": torch.get_rng_state()}
 
 
 def log_step(
@@ -509,8 +553,7 @@ def log_step(
     writer.add_scalar("train/lr", lr, global_step)
     writer.add_scalar("metrics/total_secs_per_batch", batch_time.mean, global_step)
     writer.add_scalar("metrics/data_secs_per_batch", data_time.mean, global_step)
-    skipped = getattr(train_dataset, "skipped", None)
-    skipped_total = skipped.total if skipped is not None else 0
+    skipped_total = train_dataset.skips.total()
     writer.add_scalar("data/skipped_samples", skipped_total, global_step)
     line = " ".join(f"{name} {value:.4f}" for name, value in values.items())
     tqdm.write(
