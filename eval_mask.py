@@ -52,6 +52,15 @@ class EvaluationError(Exception):
     """A problem with the inputs; the message is one sentence naming the file."""
 
 
+class UnreadableFileError(EvaluationError):
+    """A file that cannot be opened or decoded."""
+
+
+class UnusableGroundTruthError(Exception):
+    """Ground truth of one image that cannot be read or drawn: the image is skipped and
+    reported, as validate() skips a sample it cannot load."""
+
+
 # --- ground truth ---------------------------------------------------------------------------
 
 
@@ -73,7 +82,7 @@ def _upright_size(path: Path) -> tuple[int, int]:
             if image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise EvaluationError(f"cannot read the ground-truth image {path}: {error}") from None
+        raise UnusableGroundTruthError(f"cannot read the image {path}: {error}") from None
     return height, width
 
 
@@ -113,15 +122,21 @@ def find_ground_truth(directory: Path) -> list[GroundTruthItem]:
 def read_ground_truth(item: GroundTruthItem) -> tuple[np.ndarray, bool | None]:
     """-> ([m, H, W] uint8 labels 0/1/255, is_sentence or None).
 
-    Raises BadAnnotationError for a polygon that cannot be drawn (the caller skips the image).
+    Raises:
+        UnusableGroundTruthError: an unreadable file or a polygon that cannot be drawn.
+        EvaluationError: label maps in another format (a systematic mistake, not one bad file).
     """
     if item.annotation is not None:
         try:
             annotation = load_annotation(item.annotation)
+            height, width = _upright_size(item.image)
+            return render_mask(annotation, height, width)[None], annotation.is_sentence
         except BadAnnotationError as error:
-            raise EvaluationError(str(error)) from None
-        height, width = _upright_size(item.image)
-        return render_mask(annotation, height, width)[None], annotation.is_sentence
+            raise UnusableGroundTruthError(str(error)) from None
+    try:
+        labels = _read_array(item.mask, "ground truth")
+    except UnreadableFileError as error:
+        raise UnusableGroundTruthError(str(error)) from None
     labels = _read_array(item.mask, "ground truth")
     if labels.dtype.kind not in "biu":
         raise EvaluationError(
@@ -154,7 +169,7 @@ def _read_array(path: Path, role: str) -> np.ndarray:
                     )
                 array = np.asarray(image)
     except (OSError, ValueError, EOFError, UnidentifiedImageError, SyntaxError) as error:
-        raise EvaluationError(f"cannot read {role} {path}: {error}") from None
+        raise UnreadableFileError(f"cannot read {role} {path}: {error}") from None
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or 0 in array.shape[1:]:
@@ -262,7 +277,7 @@ class Report:
     scores: list[ImageScore]
     missing_predictions: list[str]  # image ids
     extra_predictions: list[str]  # file names
-    skipped: dict[str, str]  # image id -> why its ground truth could not be drawn
+    skipped: dict[str, str]  # image id -> why its ground truth could not be read or drawn
 
 
 SPLITS = {"short_query": False, "long_sentence": True}
@@ -303,7 +318,7 @@ def evaluate(
             scores.append(
                 score_image(item, predictions.get(item.image_id), threshold, resize_to_gt)
             )
-        except BadAnnotationError as error:
+        except UnusableGroundTruthError as error:
             skipped[item.image_id] = str(error)
             tqdm.write(f"skipped {item.image_id}: {error}", file=sys.stderr)
     if not scores:
@@ -360,7 +375,7 @@ def print_report(report: Report) -> None:
         )
     if report.skipped:
         print(
-            f"skipped images (unusable annotation): {len(report.skipped)}: {_listed(list(report.skipped))}"
+            f"skipped images (unusable ground truth): {len(report.skipped)}: {_listed(list(report.skipped))}"
         )
 
 

@@ -32,8 +32,7 @@ from tqdm import tqdm
 from model.loading import load_pretrained_model
 from utils.collate import collate_fn
 from utils.conversation import CONV_TYPES
-from utils.data import MissingSourceError, SampleBuilder, ValDataset
-from utils.data.layout import REASON_SEG_ROOT
+from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
 
 # Tensors of a collated batch that the forward pass reads on the model's device.
 DEVICE_KEYS = ("images", "images_clip", "input_ids", "attention_masks", "offset")
@@ -80,15 +79,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_split_exists(args: argparse.Namespace) -> None:
+    """Fail on a missing folder or file before the (slow) model load; ValDataset checks the rest."""
+    if args.image_dir is not None:
+        if not args.image_dir.is_dir():
+            raise MissingSourceError(f"--image_dir {args.image_dir} is not a folder.")
+        return
+    parts = args.val_dataset.split("|")
+    if len(parts) == 2:
+        layout.require_dir(
+            args.dataset_dir, f"{layout.REASON_SEG_ROOT}/{parts[0]}/{parts[1]}", args.val_dataset
+        )
+    elif len(parts) == 3:
+        for relative in layout.refer_annotation_files(parts[0], parts[1]):
+            layout.require_file(args.dataset_dir, relative, args.val_dataset)
+
+
 def open_split(args: argparse.Namespace, builder: SampleBuilder, scratch: Path) -> ValDataset:
     """The validation set named by the flags; a plain --image_dir is read as a ReasonSeg split."""
     if args.image_dir is None:
         return ValDataset(args.dataset_dir, args.val_dataset, builder)
-    if not args.image_dir.is_dir():
-        raise MissingSourceError(f"--image_dir {args.image_dir} is not a folder.")
     # ValDataset reads <dataset_dir>/reason_seg/<name>/<split>; a link gives a plain folder
     # that layout, so it is read (questions, rendering, skips) exactly as a named split.
-    linked = scratch / REASON_SEG_ROOT / "ReasonSeg"
+    linked = scratch / layout.REASON_SEG_ROOT / "ReasonSeg"
     linked.mkdir(parents=True)
     split = args.image_dir.resolve().name or "images"
     os.symlink(args.image_dir.resolve(), linked / split, target_is_directory=True)
@@ -110,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    try:
+        check_split_exists(args)
+    except MissingSourceError as error:
+        print(f"predict.py: {error}", file=sys.stderr)
+        return 1
     try:
         tokenizer, model, preprocessor = load_pretrained_model(
             args.version,
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     groundtruth = args.save_groundtruth or args.image_dir
     if groundtruth is None and len(args.val_dataset.split("|")) == 2:
-        groundtruth = args.dataset_dir / REASON_SEG_ROOT / Path(*args.val_dataset.split("|"))
+        groundtruth = args.dataset_dir / layout.REASON_SEG_ROOT / Path(*args.val_dataset.split("|"))
     if groundtruth is None:
         print("pass --save_groundtruth=DIR to score this split with eval_mask.py")
     else:

@@ -202,13 +202,20 @@ def test_bad_ground_truth_and_folders_get_one_sentence(tmp_path, capsys):
     assert code == 1 and "is not a directory" in err
 
 
-def test_unusable_polygon_skips_the_image_and_says_so(tmp_path, capsys):
+def test_unusable_ground_truth_skips_the_image_and_says_so(tmp_path, capsys):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     pred.mkdir()
     write_reason_seg(gt, "good", False, [("target", rectangle(0, 0, 1, 1))])
     write_reason_seg(gt, "line", False, [("target", [[0, 0], [3, 3]])])  # 2 points
+    write_reason_seg(gt, "broken", False, [("target", rectangle(0, 0, 1, 1))])
+    (gt / "broken.jpg").write_text("not a picture")
     np.save(pred / "good.npy", np.zeros((6, 8), dtype=bool))
-    code, out, err = run(capsys, "--submission_dir", pred, "--groundtruth_dir", gt)
+    report_file = tmp_path / "report.json"
+    code, out, err = run(
+        capsys, "--submission_dir", pred, "--groundtruth_dir", gt, "--output_json", report_file
+    )
     assert code == 0
-    assert "skipped images (unusable annotation): 1: line" in out
+    assert "skipped images (unusable ground truth): 2: broken, line" in out
     assert "images 1  masks 1" in out
+    skipped = json.loads(report_file.read_text())["skipped"]
+    assert "broken.jpg" in skipped["broken"] and "3 or more" in skipped["line"]
