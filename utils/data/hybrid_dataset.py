@@ -1,7 +1,8 @@
 """The training mixture: sources grouped by task, groups drawn by ``--sample_rates``.
 
-Item ``idx`` of epoch ``e`` depends only on (seed, e, idx): a resumed run, any number of
-DataLoader workers and any order of access see the same samples. A bad sample is counted,
+Item ``idx`` depends only on (seed, idx): a resumed run, any number of DataLoader workers and any
+order of access see the same samples. Any non-negative ``idx`` is valid, beyond ``len()`` too:
+train_ds.py reads ever-growing global indices, so every epoch sees new draws. A bad sample is counted,
 logged once, and replaced by another draw from the same task group.
 """
 
@@ -57,7 +58,6 @@ class HybridDataset(torch.utils.data.Dataset):
         self.probabilities = rates / rates.sum()
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
-        self.epoch = 0
         self.max_attempts = max_attempts
         self.skips = SkipCounter([s.name for g in self.groups for s in g.sources])
         for group in self.groups:
@@ -65,19 +65,15 @@ class HybridDataset(torch.utils.data.Dataset):
                 for error in source.startup_skips:
                     self.skips.record(source.name, error)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the samples of ``epoch`` from now on (call before creating the loader's iterator)."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def __getitem__(self, idx: int) -> Sample:
-        """One training sample (``inference`` False) of the current epoch."""
-        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        """One training sample (``inference`` False)."""
+        rng = np.random.default_rng([self.seed, idx])
         group = self.groups[int(rng.choice(len(self.groups), p=self.probabilities))]
         for attempt in range(self.max_attempts):
-            rng = np.random.default_rng([self.seed, self.epoch, idx, attempt])
+            rng = np.random.default_rng([self.seed, idx, attempt])
             source = group.sources[int(rng.integers(len(group.sources)))]
             try:
                 return source.sample(rng)

@@ -46,10 +46,6 @@ class SampleBuilder:
         )
         self.template = dataclasses.replace(template, messages=[])
 
-    @property
-    def image_size(self) -> int:
-        return self.sam.image_size
-
     def conversation(self, turns: Sequence[tuple[str, str]]) -> str:
         """One conversation: each (user message, answer) appended in order, then the prompt."""
         conv = dataclasses.replace(self.template, messages=[])
