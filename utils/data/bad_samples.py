@@ -2,8 +2,9 @@
 
 A reader raises :class:`BadSampleError` (with a :class:`SkipReason`) when one sample cannot be
 used; the dataset counts it under its source and reason, logs one warning line (once per bad
-file and process, not again each time the file is drawn), and draws another sample. A source that is missing altogether raises :class:`MissingSourceError` when the
-dataset is built, before training starts.
+file and process, not again each time the file is drawn), and draws another sample. A source
+that is missing altogether raises :class:`MissingSourceError` when the dataset is built, before
+training starts; malformed flags (unknown names) raise ValueError.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The training mixture: sources grouped by task, groups drawn by ``--sample_rates``.
 
-Item ``idx`` depends only on (seed, idx): a resumed run, any number of DataLoader workers and any
-order of access see the same samples. Any non-negative ``idx`` is valid, beyond ``len()`` too:
-train_ds.py reads ever-growing global indices, so every epoch sees new draws. A bad sample is counted,
-logged once, and replaced by another draw from the same task group.
+Item ``idx`` depends only on (seed, idx): a resumed run, any number of DataLoader workers and
+any order of access see the same samples. Any non-negative ``idx`` is valid, beyond ``len()``
+too: train_ds.py reads ever-growing global indices, so every epoch sees new draws. A bad sample
+is counted, logged once, and replaced by another draw from the same task group.
 """
 
 from __future__ import annotations

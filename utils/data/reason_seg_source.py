@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,14 @@ from utils.reason_seg import (
 )
 
 NO_EXPLANATION = -1.0  # --explanatory value that disables explanations
+
+
+class AnswerKind(Enum):
+    """How one ReasonSeg sample is answered (the original's choice 0, 1, 2)."""
+
+    SEG = 0  # "Sure, [SEG]."
+    SEG_AND_EXPLANATION = 1  # "Sure, [SEG]. <explanation>" to a question asking for a reason
+    EXPLANATION_ONLY = 2  # "<explanation>" to the bare query, no mask
 
 
 def list_reason_seg_split(
@@ -139,14 +148,14 @@ class ReasonSegSource(TrainingSource):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _explanation_mode(self, image_path: str, rng: np.random.Generator) -> tuple[int, str]:
-        """0: [SEG] answer, 1: [SEG] answer + explanation, 2: explanation only (no mask)."""
+    def _answer_kind(self, image_path: str, rng: np.random.Generator) -> tuple[AnswerKind, str]:
+        """How this sample is answered, and the image's explanation ("" when none)."""
         explanation = self.explanations.get(os.path.basename(image_path))
         if self.explanatory == NO_EXPLANATION or explanation is None:
-            return 0, ""
+            return AnswerKind.SEG, ""
         if rng.random() < self.explanatory:
-            return 2, explanation
-        return int(rng.integers(2)), explanation
+            return AnswerKind.EXPLANATION_ONLY, explanation
+        return AnswerKind(int(rng.integers(2))), explanation
 
     def sample_at(self, index: int, rng: np.random.Generator) -> Sample:
         image_path, annotation = self.items[index]
@@ -157,23 +166,23 @@ class ReasonSegSource(TrainingSource):
         if len(texts) > self.num_classes_per_sample:
             chosen = rng.choice(len(texts), size=self.num_classes_per_sample, replace=False)
             texts = [texts[int(i)] for i in chosen]
-        mode, explanation = self._explanation_mode(image_path, rng)
+        kind, explanation = self._answer_kind(image_path, rng)
         questions, conversations = [], []
         for text in texts:
             if annotation.is_sentence:
                 question = choose(LONG_QUESTION_LIST, rng).format(sent=text)
             else:
                 question = choose(SHORT_QUESTION_LIST, rng).format(class_name=text.lower())
-            if mode == 0:
+            if kind == AnswerKind.SEG:
                 answer = choose(ANSWER_LIST, rng)
-            elif mode == 1:
+            elif kind == AnswerKind.SEG_AND_EXPLANATION:
                 answer = f"{choose(ANSWER_LIST, rng)} {explanation}"
                 question = f"{DEFAULT_IMAGE_TOKEN}\n{text} {choose(EXPLANATORY_QUESTION_LIST, rng)}"
             else:
                 question, answer = f"{DEFAULT_IMAGE_TOKEN}\n{text}", explanation
             questions.append(question)
             conversations.append(self.builder.conversation([(question, answer)]))
-        if mode == 2:
+        if kind == AnswerKind.EXPLANATION_ONLY:
             masks = np.zeros((0, height, width), dtype=bool)
         else:
             masks = np.repeat((mask == TARGET_VALUE)[None], len(texts), axis=0)  # [n, H, W]
@@ -195,7 +204,12 @@ def reason_seg_source(
     explanatory: float,
     exclude: Collection[str],
 ) -> ReasonSegSource:
-    """The source named by ``--reason_seg_data`` (``"ReasonSeg|train"``, ``"ReasonSeg|train_val"``)."""
+    """The source named by ``--reason_seg_data`` (``"ReasonSeg|train"``, ``"ReasonSeg|train_val"``).
+
+    Raises:
+        MissingSourceError: a split folder or the explanatory file (unless disabled) is absent.
+        ValueError: a malformed name or ``explanatory`` value.
+    """
     name, _, splits = reason_seg_data.partition("|")
     if not name or not splits:
         raise ValueError(
