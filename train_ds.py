@@ -321,10 +321,9 @@ def main(argv: list[str] | None = None) -> None:
         dtype=dtype,
     )
     if args.gradient_checkpointing:
-        enable = getattr(
-            model, "activation_checkpointing_enable", model.gradient_checkpointing_enable
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
         )
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.trainable == "lisa" and args.lora_r > 0:
         targets = tuple(args.lora_target_modules.split(","))
         model = apply_lora(
@@ -357,16 +356,22 @@ def main(argv: list[str] | None = None) -> None:
         model_max_length=args.model_max_length,
         num_image_tokens=lisa.model.num_image_tokens,
     )
-    val_loaders = {
-        name: DataLoader(
-            dataset,
-            batch_size=args.val_batch_size,
-            sampler=list(range(info.rank, len(dataset), info.world_size)),  # no padding duplicates
-            num_workers=args.workers,
-            collate_fn=collate,
-        )
-        for name, dataset in zip(args.val_dataset.split("||"), val_datasets, strict=True)
-    }
+    val_loaders = (
+        {
+            name: DataLoader(
+                dataset,
+                batch_size=args.val_batch_size,
+                sampler=list(
+                    range(info.rank, len(dataset), info.world_size)
+                ),  # no padding duplicates
+                num_workers=args.workers,
+                collate_fn=collate,
+            )
+            for name, dataset in zip(args.val_dataset.split("||"), val_datasets, strict=True)
+        }
+        if val_datasets
+        else {}
+    )
 
     # --- engine ---
     import deepspeed
@@ -397,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # --- resume ---
-    global_step, best = 0, {"giou": -1.0, "ciou": 0.0, "epoch": -1}
+    global_step, best, resumed_rng = 0, {"giou": -1.0, "ciou": 0.0, "epoch": -1}, None
     resume = Path(args.resume) if args.resume else None
     if resume is None and args.auto_resume and not args.eval_only:
         resume = find_resume_checkpoint(log_dir)
@@ -410,8 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         client_state = client_state or {}
         global_step = int(client_state.get("global_step", 0))
         best = client_state.get("best", best)
-        if "rng" in client_state:  # dropout draws continue as if never interrupted
-            torch.set_rng_state(client_state["rng"])
+        resumed_rng = client_state.get("rng")
         logger.info(
             "resumed from %s at step %d (epoch %d)",
             resume,
@@ -443,7 +447,9 @@ def main(argv: list[str] | None = None) -> None:
         collate_fn=collate,
         persistent_workers=args.workers > 0,
     )
-    train_iter = iter(train_loader)
+    train_iter = iter(train_loader)  # draws a seed from the RNG: restore the RNG after this
+    if resumed_rng is not None:  # dropout draws continue as if never interrupted
+        torch.set_rng_state(resumed_rng)
     if info.is_main:
         print(
             f"training {args.epochs} epochs x {args.steps_per_epoch} steps on {info.world_size} process(es), "
