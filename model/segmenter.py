@@ -71,6 +71,7 @@ class SegmentationResult:
     text: str  # the answer: no special tokens, no image placeholder ([SEG] kept where it was said)
     masks: list[np.ndarray]  # one bool [H, W] per [SEG] of this answer, at the original size
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier turns + this one
+    num_tokens: int = 0  # tokens generated, EOS included (== max_new_tokens: the answer was cut)
 
 
 @dataclass
@@ -321,6 +322,11 @@ class LisaSegmenter:
         """Answer ``prompt`` about ``image`` (continuing ``history``) and decode its masks."""
         return self.segment_batch([(image, prompt, history)], max_new_tokens=max_new_tokens)[0]
 
+    def _answer_length(self, new_ids: torch.Tensor) -> int:
+        """Tokens of one row's answer: up to its first EOS; a row without EOS ran every step."""
+        ends = (new_ids == self.tokenizer.eos_token_id).nonzero()
+        return int(ends[0]) + 1 if len(ends) else len(new_ids)
+
     def segment_batch(
         self, requests: Sequence[tuple], *, max_new_tokens: int | None = None
     ) -> list[SegmentationResult]:
@@ -356,12 +362,16 @@ class LisaSegmenter:
             )
         results = []
         for i, row in enumerate(rows):
-            text = decode_answer(output_ids[i, len(row) :], self.tokenizer, clean=True)
+            new_ids = output_ids[i, len(row) :]
+            text = decode_answer(new_ids, self.tokenizer, clean=True)
             earlier_segs = row.count(self.seg_token_id)  # their masks come first; drop them
             masks = [(m > 0).cpu().numpy() for m in mask_logits[i][earlier_segs:]]
             results.append(
                 SegmentationResult(
-                    text=text, masks=masks, history=[*histories[i], (prompts[i], text)]
+                    text=text,
+                    masks=masks,
+                    history=[*histories[i], (prompts[i], text)],
+                    num_tokens=self._answer_length(new_ids),
                 )
             )
         return results

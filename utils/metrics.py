@@ -33,7 +33,7 @@ ArrayLike = np.ndarray | torch.Tensor
 
 def intersection_and_union(
     prediction: ArrayLike, target: ArrayLike, ignore_index: int = IGNORE_VALUE
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[ArrayLike, ArrayLike]:
     """Foreground intersection and union of binary predictions against labelled targets.
 
     Args:
@@ -42,30 +42,52 @@ def intersection_and_union(
             background.
         ignore_index: label of the pixels left out of both counts.
     Returns:
-        (intersection, union): int64 tensors of shape [...] (one value per mask), on the device
-        of the inputs.
+        (intersection, union): int64 counts of shape [...] (one per mask), as torch tensors on
+        the inputs' device when either input is a tensor, else as numpy arrays (numpy counts
+        large CPU masks several times faster).
     """
-    prediction = torch.as_tensor(prediction)
-    target = torch.as_tensor(target)
+    if isinstance(prediction, torch.Tensor) or isinstance(target, torch.Tensor):
+        device = prediction.device if isinstance(prediction, torch.Tensor) else target.device
+        prediction = torch.as_tensor(prediction, device=device)
+        target = torch.as_tensor(target, device=device)
+
+        def count(mask: torch.Tensor) -> torch.Tensor:
+            return mask.sum(dim=(-2, -1))
+
+    else:
+        prediction, target = np.asarray(prediction), np.asarray(target)
+
+        def count(mask: np.ndarray) -> np.ndarray:
+            return np.asarray(np.count_nonzero(mask, axis=(-2, -1)), dtype=np.int64)
+
     if prediction.shape != target.shape:
         raise ValueError(
             f"prediction shape {tuple(prediction.shape)} differs from target shape "
             f"{tuple(target.shape)}"
         )
-    if prediction.dim() < 2:
+    if prediction.ndim < 2:
         raise ValueError(f"masks must be at least 2-D [H, W], got shape {tuple(prediction.shape)}")
     predicted = (prediction != 0) & (target != ignore_index)  # [..., H, W]
     wanted = target == TARGET_VALUE  # never true on ignored pixels
-    intersection = (predicted & wanted).sum(dim=(-2, -1))
-    union = (predicted | wanted).sum(dim=(-2, -1))
-    return intersection, union
+    return count(predicted & wanted), count(predicted | wanted)
 
 
-def mask_iou(intersection: ArrayLike, union: ArrayLike) -> torch.Tensor:
-    """Per-mask IoU of validate(): I / (U + 1e-5), and 1.0 where U == 0. Shapes [...] -> [...]."""
-    intersection = torch.as_tensor(intersection).double()
-    union = torch.as_tensor(union).double()
-    return torch.where(union == 0, 1.0, intersection / (union + IOU_EPSILON))
+def mask_iou(intersection: ArrayLike, union: ArrayLike) -> ArrayLike:
+    """Per-mask IoU of validate(): I / (U + 1e-5), and 1.0 where U == 0. Shapes [...] -> [...]
+    float64, torch or numpy as the inputs."""
+    if isinstance(intersection, torch.Tensor) or isinstance(union, torch.Tensor):
+        intersection, union = torch.as_tensor(intersection), torch.as_tensor(union)
+        return torch.where(union == 0, 1.0, intersection.double() / (union.double() + IOU_EPSILON))
+    intersection = np.asarray(intersection, dtype=np.float64)
+    union = np.asarray(union, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union == 0, 1.0, intersection / (union + IOU_EPSILON))
+
+
+def _as_float64(values: Sequence[int] | ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -81,12 +103,11 @@ def summarize_iou(
     intersections: Sequence[int] | ArrayLike, unions: Sequence[int] | ArrayLike
 ) -> IoUSummary:
     """gIoU and cIoU of masks given their intersections and unions ([M] each, M >= 1)."""
-    intersections = torch.as_tensor(intersections).flatten()
-    unions = torch.as_tensor(unions).flatten()
+    intersections, unions = _as_float64(intersections), _as_float64(unions)
     if intersections.shape != unions.shape:
-        raise ValueError(f"{intersections.numel()} intersections but {unions.numel()} unions")
-    if intersections.numel() == 0:
+        raise ValueError(f"{intersections.size} intersections but {unions.size} unions")
+    if intersections.size == 0:
         raise ValueError("no masks to summarize")
     giou = mask_iou(intersections, unions).mean()
-    ciou = intersections.double().sum() / (unions.double().sum() + CUMULATIVE_EPSILON)
-    return IoUSummary(giou=float(giou), ciou=float(ciou), num_masks=intersections.numel())
+    ciou = intersections.sum() / (unions.sum() + CUMULATIVE_EPSILON)
+    return IoUSummary(giou=float(giou), ciou=float(ciou), num_masks=int(intersections.size))

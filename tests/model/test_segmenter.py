@@ -39,6 +39,7 @@ def test_answer_and_masks_reproduce_the_original_chat(segmenter, tiny_cases_dir,
     assert mask.dtype == np.bool_ and mask.shape == (240, 320)
     assert int(mask.sum()) == pytest.approx(plain_case["pred_mask0_positive_pixels"], abs=2)
     assert result.history == [(RED_CIRCLE, result.text)]
+    assert result.num_tokens == 16  # no EOS among the reference's 16 tokens
 
 
 @pytest.mark.reference

@@ -67,10 +67,15 @@ def test_stacked_targets_give_one_value_per_mask_and_summaries_follow_validate()
     assert summary.ciou == pytest.approx(3 / 7, abs=1e-9)
 
 
-def test_torch_and_numpy_inputs_agree_and_integer_predictions_work():
+def test_torch_and_numpy_inputs_agree_and_keep_their_kind():
     numpy_counts = intersection_and_union(PREDICTION.astype(np.uint8), TARGET)
     torch_counts = intersection_and_union(torch.from_numpy(PREDICTION), torch.from_numpy(TARGET))
     assert [int(v) for v in numpy_counts] == [int(v) for v in torch_counts] == [3, 5]
+    assert all(isinstance(v, np.ndarray) for v in numpy_counts)
+    assert all(isinstance(v, torch.Tensor) for v in torch_counts)  # stays on the device
+    iou = mask_iou(*torch_counts)
+    assert isinstance(iou, torch.Tensor) and float(iou) == pytest.approx(3 / (5 + 1e-5))
+    assert summarize_iou(*torch_counts).giou == pytest.approx(float(mask_iou(*numpy_counts)))
 
 
 def test_mismatched_shapes_and_empty_summaries_are_refused():
