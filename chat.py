@@ -144,11 +144,15 @@ def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
             use_mm_start_end=args.use_mm_start_end,
             max_new_tokens=args.max_new_tokens,
         )
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except FileNotFoundError as error:
         raise SystemExit(f"chat.py: cannot load --version={args.version}: {error}") from None
-    except RuntimeError as error:
+    except Exception as error:
+        # bitsandbytes builds fail in many ways on devices they do not support (ImportError,
+        # RuntimeError, NotImplementedError, ...): name the library, its version and the device
         if args.load_in_8bit or args.load_in_4bit:
             raise SystemExit(quantization_failure(args, error)) from None
+        if isinstance(error, ValueError | ImportError):
+            raise SystemExit(f"chat.py: cannot load --version={args.version}: {error}") from None
         raise
 
 
@@ -161,8 +165,9 @@ def quantization_failure(args: argparse.Namespace, error: Exception) -> str:
         installed = "bitsandbytes (not installed)"
     bits = "8-bit" if args.load_in_8bit else "4-bit"
     return (
-        f"chat.py: {bits} loading failed with {installed} on {resolve_device(args)}: {error} "
-        "(run without --load_in_8bit/--load_in_4bit, or install a bitsandbytes build for this device)"
+        f"chat.py: {bits} loading failed with {installed} on {resolve_device(args)}: "
+        f"{one_line(error)} (run without --load_in_8bit/--load_in_4bit, or install a bitsandbytes "
+        "build for this device)"
     )
 
 
@@ -342,8 +347,11 @@ def write_result_json(
 
 
 def quiet_libraries() -> None:
-    """Our own warnings (e.g. bf16 -> fp32 on a CPU) as bare lines; no library progress bars."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    """Our warnings (e.g. bf16 -> fp32 on a CPU) as bare lines; no library chatter or progress bars."""
+    # libraries (transformers, bitsandbytes) only show errors; this project its warnings
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    for project_package in ("model", "utils"):
+        logging.getLogger(project_package).setLevel(logging.WARNING)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -118,7 +118,10 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # libraries (transformers, bitsandbytes) only show errors; this project its warnings
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    for project_package in ("model", "utils"):
+        logging.getLogger(project_package).setLevel(logging.WARNING)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -21,8 +21,6 @@ from PIL import Image
 import chat
 from utils.mask_rle import decode_rle
 
-pytestmark = pytest.mark.reference
-
 REPO = Path(__file__).resolve().parents[1]
 RED_CIRCLE = "Can you segment the red circle in this image?"
 
@@ -44,6 +42,7 @@ def expected_answer(tiny_lisa_dir, tiny_cases_dir):
 # --- one-shot ---------------------------------------------------------------------------------
 
 
+@pytest.mark.reference
 def test_one_shot_prints_the_answer_saves_masks_and_json(
     model_args, tiny_cases_dir, tmp_path, expected_answer
 ):
@@ -76,6 +75,7 @@ def test_one_shot_prints_the_answer_saves_masks_and_json(
     assert ((saved > 50) == mask).mean() > 0.99
 
 
+@pytest.mark.reference
 def test_one_shot_mistakes_are_one_line_and_exit_1(model_args, tmp_path, capsys):
     code = chat.main(
         [*model_args, "--precision", "fp32", "--prompt", "hi", "--image", str(tmp_path / "no.png")]
@@ -91,6 +91,22 @@ def test_one_shot_mistakes_are_one_line_and_exit_1(model_args, tmp_path, capsys)
         chat.main(["--version", str(tmp_path), "--prompt", "hi", "--image", "x.png"])
 
 
+@pytest.mark.parametrize("flag", ["--load_in_8bit", "--load_in_4bit"])
+def test_quantization_failure_names_bitsandbytes_and_the_device(monkeypatch, flag):
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError("no kernel for this device")
+
+    monkeypatch.setattr(chat.LisaSegmenter, "from_pretrained", unsupported)
+    args = chat.parse_args(["--version", "ckpt", "--device", "cpu", flag])
+    with pytest.raises(SystemExit) as exit_info:
+        chat.load_segmenter(args)
+    message = str(exit_info.value.code)
+    bits = "8-bit" if flag == "--load_in_8bit" else "4-bit"
+    assert message.startswith(f"chat.py: {bits} loading failed with bitsandbytes ")
+    assert "on cpu: no kernel for this device" in message and "\n" not in message
+
+
+@pytest.mark.reference
 def test_a_long_conversation_drops_its_oldest_turns(model_args, tiny_cases_dir, tmp_path, capsys):
     segmenter = chat.load_segmenter(
         chat.parse_args([*model_args, "--precision", "fp32", "--max_new_tokens", "16"])
@@ -226,6 +242,7 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
+@pytest.mark.reference
 def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir, tmp_path):
     images = write_image_cases(tmp_path / "images")
     vis = tmp_path / "vis"
@@ -289,6 +306,7 @@ def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir
     assert (vis / "img1_mask_0.jpg").is_file() and (vis / "img1_masked_img_0.jpg").is_file()
 
 
+@pytest.mark.reference
 def test_ctrl_c_ends_the_chat_cleanly(model_args, tmp_path):
     terminal = Terminal(
         ["chat.py", *model_args, "--precision", "fp32", "--vis_save_path", str(tmp_path)], REPO
