@@ -39,6 +39,7 @@ HELP = """\
 Type a prompt, then the path of an image. Commands at the prompt question:
   /reset   start a new conversation (forget the earlier turns)
   /quit    leave (Ctrl-D or Ctrl-C also leave)
+  /help    show this again
 At the image question, press Enter to keep the current image and continue the conversation,
 or give another path to change the image (which starts a new conversation)."""
 QUIT_COMMANDS = ("/quit", "/exit")
@@ -119,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_device(args: argparse.Namespace) -> str | None:
+def resolve_device(args: argparse.Namespace) -> str:
     """--device, else the CUDA device --local-rank names when CUDA is present, else the CPU."""
     if args.device is not None:
         return args.device
@@ -256,6 +257,12 @@ def open_image(segmenter: LisaSegmenter, conversation: Conversation, path_text: 
 
 
 def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
+    # bytes that are not valid text (a path in another encoding) must not end the chat: keep
+    # them as they are for file names, and show them escaped
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     print(HELP)
     conversation = Conversation()
     try:
@@ -270,6 +277,9 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
                 continue
             if command == HELP_COMMAND:
                 print(HELP)
+                continue
+            if command.startswith("/") and " " not in command:
+                print(f"Unknown command {command}: the commands are /reset, /quit and /help.")
                 continue
             if not prompt.strip():
                 print("The prompt is empty: type a question (or /quit).")
@@ -312,15 +322,15 @@ def one_shot(segmenter: LisaSegmenter, args: argparse.Namespace, save_dir: Path)
     try:
         open_image(segmenter, conversation, args.image)
         result, files = answer_turn(segmenter, conversation, args.prompt, save_dir)
+        report(result, files)
+        if args.output_json is not None:
+            write_result_json(Path(args.output_json), args, result, files)
     except PromptTooLongError as error:
         print(f"chat.py: {too_long_message(error)}", file=sys.stderr)
         return 1
     except (InputError, OSError) as error:
         print(f"chat.py: {one_line(error)}", file=sys.stderr)
         return 1
-    report(result, files)
-    if args.output_json is not None:
-        write_result_json(Path(args.output_json), args, result, files)
     return 0
 
 

@@ -126,9 +126,11 @@ def test_a_long_conversation_drops_its_oldest_turns(model_args, tiny_cases_dir, 
 
 
 class Terminal:
-    """chat.py running on a pseudo-terminal (its controlling terminal, echo off)."""
+    """chat.py running on a pseudo-terminal (its controlling terminal, echo off), with the
+    strict UTF-8 input decoding of a usual desktop locale."""
 
     def __init__(self, argv: list[str], cwd: Path) -> None:
+        env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
         pid, fd = pty.fork()
         if pid == 0:  # child: become the program
             try:
@@ -138,7 +140,7 @@ class Terminal:
                 attributes[3] &= ~termios.ECHO  # only the program's output comes back
                 termios.tcsetattr(0, termios.TCSANOW, attributes)
                 os.chdir(cwd)
-                os.execv(sys.executable, [sys.executable, *argv])
+                os.execve(sys.executable, [sys.executable, *argv], env)
             finally:
                 os._exit(127)
         self.pid, self.fd, self.pending = pid, fd, ""
@@ -256,7 +258,12 @@ def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir
 
     # one line for each mistake, and the loop goes on
     assert one_line(terminal.ask("")) == "The prompt is empty: type a question (or /quit)."
+    assert one_line(terminal.ask("/imgae")).startswith("Unknown command /imgae:")
     assert one_line(terminal.ask("hi", "")) == "No image yet: give the path of an image."
+    terminal.send("hi\n")  # then a Latin-1 file name, typed on a UTF-8 terminal
+    terminal.read_until(chat.IMAGE_QUESTION)
+    os.write(terminal.fd, os.fsencode(tmp_path) + b"/caf\xe9.png\n")
+    assert one_line(terminal.read_until(chat.PROMPT_QUESTION)).endswith("does not exist.")
     missing = str(tmp_path / "missing.png")
     assert one_line(terminal.ask("hi", missing)) == f"Image file '{missing}' does not exist."
     assert one_line(terminal.ask("hi", str(images["folder"]))).endswith(
