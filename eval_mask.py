@@ -42,7 +42,7 @@ from utils.reason_seg import (
 
 PREDICTION_SUFFIXES = (".npy", ".png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-BINARY_LEVELS = ((0, 1), (0, 255))  # integer masks without --threshold use one of these
+BINARY_LEVELS = (1, 255)  # foreground value of a binary mask read without --threshold (0 = rest)
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations that swap width and height
 LISTED = 10  # how many missing / extra names the console report lists
@@ -70,7 +70,7 @@ class GroundTruthItem:
 
     image_id: str
     annotation: Path | None = None  # ReasonSeg json
-    image: Path | None = None  # the image the json belongs to (for its size)
+    image: Path | None = None  # the image the json belongs to (for its size); None: not found
     mask: Path | None = None  # rendered label map (.png / .npy)
 
 
@@ -97,11 +97,6 @@ def find_ground_truth(directory: Path) -> list[GroundTruthItem]:
             image = next(
                 (p for s in IMAGE_SUFFIXES if (p := annotation.with_suffix(s)).is_file()), None
             )
-            if image is None:
-                raise EvaluationError(
-                    f"{annotation} has no image beside it ({annotation.stem}.jpg) to take the "
-                    "mask size from"
-                )
             items.append(GroundTruthItem(annotation.stem, annotation=annotation, image=image))
         return items
     masks = sorted(p for p in directory.iterdir() if p.suffix in (".png", ".npy"))
@@ -127,6 +122,11 @@ def read_ground_truth(item: GroundTruthItem) -> tuple[np.ndarray, bool | None]:
         EvaluationError: label maps in another format (a systematic mistake, not one bad file).
     """
     if item.annotation is not None:
+        if item.image is None:
+            raise UnusableGroundTruthError(
+                f"{item.annotation} has no image beside it ({item.image_id}.jpg) to take the "
+                "mask size from"
+            )
         try:
             annotation = load_annotation(item.annotation)
             height, width = _upright_size(item.image)
@@ -137,7 +137,6 @@ def read_ground_truth(item: GroundTruthItem) -> tuple[np.ndarray, bool | None]:
         labels = _read_array(item.mask, "ground truth")
     except UnreadableFileError as error:
         raise UnusableGroundTruthError(str(error)) from None
-    labels = _read_array(item.mask, "ground truth")
     if labels.dtype.kind not in "biu":
         raise EvaluationError(
             f"ground truth {item.mask} must hold integer labels 0/1/255, got {labels.dtype}"
@@ -193,7 +192,7 @@ def read_prediction(path: Path, threshold: float | None) -> np.ndarray:
     if threshold is not None:
         return array > threshold
     is_zero = array == 0
-    for _, level in BINARY_LEVELS:
+    for level in BINARY_LEVELS:
         if (is_zero | (array == level)).all():
             return ~is_zero
     example = array[~is_zero & (array != 1)].flat[0]

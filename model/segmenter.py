@@ -356,7 +356,7 @@ class LisaSegmenter:
                 input_ids,
                 resizes,
                 sizes,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
                 tokenizer=self.tokenizer,
                 attention_mask=attention_mask,
             )

@@ -209,13 +209,16 @@ def test_unusable_ground_truth_skips_the_image_and_says_so(tmp_path, capsys):
     write_reason_seg(gt, "line", False, [("target", [[0, 0], [3, 3]])])  # 2 points
     write_reason_seg(gt, "broken", False, [("target", rectangle(0, 0, 1, 1))])
     (gt / "broken.jpg").write_text("not a picture")
+    write_reason_seg(gt, "lonely", False, [("target", rectangle(0, 0, 1, 1))])
+    (gt / "lonely.jpg").unlink()
     np.save(pred / "good.npy", np.zeros((6, 8), dtype=bool))
     report_file = tmp_path / "report.json"
     code, out, err = run(
         capsys, "--submission_dir", pred, "--groundtruth_dir", gt, "--output_json", report_file
     )
     assert code == 0
-    assert "skipped images (unusable ground truth): 2: broken, line" in out
+    assert "skipped images (unusable ground truth): 3: broken, line, lonely" in out
     assert "images 1  masks 1" in out
     skipped = json.loads(report_file.read_text())["skipped"]
     assert "broken.jpg" in skipped["broken"] and "3 or more" in skipped["line"]
+    assert "no image beside it" in skipped["lonely"]
