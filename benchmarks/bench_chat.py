@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     tower = args.vision_tower
     if tower is None and (args.version / "clip").is_dir():
         tower = str(args.version / "clip")
