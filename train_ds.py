@@ -232,13 +232,44 @@ class RunningMean:
     def __init__(self) -> None:
         self.total, self.count = 0.0, 0
 
-    def update(self, value: float, n: int = 1) -> None:
-        self.total += value * n
-        self.count += n
+    def update(self, value: float) -> None:
+        self.total += value
+        self.count += 1
 
     @property
     def mean(self) -> float:
         return self.total / max(self.count, 1)
+
+
+LOSS_NAMES = ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss", "mask_loss")
+
+
+class StepMeters:
+    """Means of the losses (per micro-batch) and timings (per optimizer step) between log lines."""
+
+    def __init__(self) -> None:
+        self.losses = {name: RunningMean() for name in LOSS_NAMES}
+        self.step_seconds = RunningMean()
+        self.data_seconds = RunningMean()
+
+    def add_losses(self, output) -> None:
+        for name, meter in self.losses.items():
+            meter.update(output[name].detach().item())
+
+    def log(self, writer, lr: float, skipped: int, global_step: int, where: str) -> None:
+        """TensorBoard scalars and one console line."""
+        values = {name: meter.mean for name, meter in self.losses.items()}
+        for name, value in values.items():
+            writer.add_scalar(f"train/{name}", value, global_step)
+        writer.add_scalar("train/lr", lr, global_step)
+        writer.add_scalar("metrics/total_secs_per_batch", self.step_seconds.mean, global_step)
+        writer.add_scalar("metrics/data_secs_per_batch", self.data_seconds.mean, global_step)
+        writer.add_scalar("data/skipped_samples", skipped, global_step)
+        losses = " ".join(f"{name} {value:.4f}" for name, value in values.items())
+        tqdm.write(
+            f"{where} | {losses} | lr {lr:.2e} | {self.step_seconds.mean:.2f} s/step "
+            f"(data {self.data_seconds.mean:.2f} s) | skipped samples {skipped}"
+        )
 
 
 @torch.no_grad()
@@ -458,11 +489,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for epoch in range(global_step // args.steps_per_epoch, args.epochs):
         engine.train()
-        meters = {
-            name: RunningMean()
-            for name in ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss", "mask_loss")
-        }
-        batch_time, data_time = RunningMean(), RunningMean()
+        meters = StepMeters()
         first_step = global_step - epoch * args.steps_per_epoch
         progress = tqdm(
             range(first_step, args.steps_per_epoch),
@@ -471,41 +498,29 @@ def main(argv: list[str] | None = None) -> None:
             initial=first_step,
             total=args.steps_per_epoch,
         )
-        end = time.perf_counter()
         for step_in_epoch in progress:
+            step_start = time.perf_counter()
             for _ in range(args.grad_accumulation_steps):
+                data_start = time.perf_counter()
                 batch = next(train_iter)
-                data_time.update(time.perf_counter() - end)
-                batch = to_device(batch, info.device, dtype)
-                output = engine(**batch)
+                meters.data_seconds.update(time.perf_counter() - data_start)
+                output = engine(**to_device(batch, info.device, dtype))
                 engine.backward(output.loss)
                 engine.step()
-                for name, meter in meters.items():
-                    meter.update(output[name].detach().item())
-                end_micro = time.perf_counter()
-                batch_time.update(end_micro - end)
-                end = end_micro
+                meters.add_losses(output)
+            meters.step_seconds.update(time.perf_counter() - step_start)
             global_step += 1
-            if not math.isfinite(meters["loss"].mean):
+            if not math.isfinite(meters.losses["loss"].mean):
                 raise SystemExit(
-                    f"the loss became {meters['loss'].mean} at step {global_step}; lower --lr or check the data"
+                    f"the loss became {meters.losses['loss'].mean} at step {global_step}; "
+                    "lower --lr or check the data"
                 )
             if global_step % args.print_freq == 0:
-                log_step(
-                    writer,
-                    info,
-                    meters,
-                    batch_time,
-                    data_time,
-                    scheduler,
-                    global_step,
-                    epoch,
-                    step_in_epoch,
-                    args,
-                    train_dataset,
-                )
-                meters = {name: RunningMean() for name in meters}
-                batch_time, data_time = RunningMean(), RunningMean()
+                if info.is_main:
+                    lr = scheduler.get_last_lr()[0] if scheduler is not None else args.lr
+                    where = f"epoch {epoch} step {step_in_epoch + 1}/{args.steps_per_epoch}"
+                    meters.log(writer, lr, train_dataset.skips.total(), global_step, where)
+                meters = StepMeters()
             if (
                 args.save_steps
                 and global_step % args.save_steps == 0
@@ -534,38 +549,6 @@ def main(argv: list[str] | None = None) -> None:
 def client_state_of(global_step: int, best: dict) -> dict:
     """What a checkpoint needs besides DeepSpeed's own state to resume exactly."""
     return {"global_step": global_step, "best": best, "rng": torch.get_rng_state()}
-
-
-def log_step(
-    writer,
-    info,
-    meters,
-    batch_time,
-    data_time,
-    scheduler,
-    global_step,
-    epoch,
-    step_in_epoch,
-    args,
-    train_dataset,
-) -> None:
-    """Scalars to TensorBoard and one console line (main process only)."""
-    if not info.is_main:
-        return
-    lr = scheduler.get_last_lr()[0] if scheduler is not None else args.lr
-    values = {name: meter.mean for name, meter in meters.items()}
-    for name, value in values.items():
-        writer.add_scalar(f"train/{name}", value, global_step)
-    writer.add_scalar("train/lr", lr, global_step)
-    writer.add_scalar("metrics/total_secs_per_batch", batch_time.mean, global_step)
-    writer.add_scalar("metrics/data_secs_per_batch", data_time.mean, global_step)
-    skipped_total = train_dataset.skips.total()
-    writer.add_scalar("data/skipped_samples", skipped_total, global_step)
-    line = " ".join(f"{name} {value:.4f}" for name, value in values.items())
-    tqdm.write(
-        f"epoch {epoch} step {step_in_epoch + 1}/{args.steps_per_epoch} | {line} | lr {lr:.2e} | "
-        f"{batch_time.mean:.2f} s/batch (data {data_time.mean:.2f} s) | skipped samples {skipped_total}"
-    )
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
