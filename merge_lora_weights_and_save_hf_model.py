@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from model.builder import LoraSettings, apply_lora, build_lisa, unwrap_lisa
+from model.builder import LoraSettings, apply_lora, build_lisa_from_flags, unwrap_lisa
 from model.checkpoint_files import load_state_dict_file
 from model.loading import PRECISIONS
 from utils.tokenization import load_tokenizer
@@ -86,18 +86,7 @@ def merge(args: argparse.Namespace) -> Path:
             raise SystemExit(f"{flag}: {path} does not exist")
     dtype = PRECISIONS[args.precision]
     tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
-    model = build_lisa(
-        args.version,
-        tokenizer,
-        vision_tower=args.vision_tower if Path(args.vision_tower).exists() else None,
-        vision_pretrained=args.vision_pretrained
-        if Path(args.vision_pretrained).is_file()
-        else None,
-        use_mm_start_end=args.use_mm_start_end,
-        out_dim=args.out_dim,
-        train_mask_decoder=args.train_mask_decoder,
-        dtype=torch.float32,
-    )
+    model = build_lisa_from_flags(args, tokenizer, torch.float32)
     if args.lora_r > 0:
         targets = tuple(args.lora_target_modules.split(","))
         model = apply_lora(

@@ -27,7 +27,13 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from model.builder import LoraSettings, apply_lora, build_lisa, set_trainable, unwrap_lisa
+from model.builder import (
+    LoraSettings,
+    apply_lora,
+    build_lisa_from_flags,
+    set_trainable,
+    unwrap_lisa,
+)
 from model.loading import resolve_dtype
 from utils.checkpointing import (
     find_resume_checkpoint,
@@ -338,19 +344,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- model ---
     tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
-    model = build_lisa(
-        args.version,
-        tokenizer,
-        vision_tower=args.vision_tower if Path(args.vision_tower).exists() else None,
-        vision_pretrained=args.vision_pretrained
-        if Path(args.vision_pretrained).is_file()
-        else None,
-        use_mm_start_end=args.use_mm_start_end,
-        out_dim=args.out_dim,
-        train_mask_decoder=args.train_mask_decoder,
-        loss_weights=(args.ce_loss_weight, args.dice_loss_weight, args.bce_loss_weight),
-        dtype=dtype,
-    )
+    model = build_lisa_from_flags(args, tokenizer, dtype)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}

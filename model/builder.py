@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -71,6 +72,33 @@ def build_lisa(
     if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     return model
+
+
+def build_lisa_from_flags(
+    flags, tokenizer: LegacyLlamaTokenizer, dtype: torch.dtype
+) -> LISAForCausalLM:
+    """:func:`build_lisa` from the command-line flags train_ds.py and the merge script share.
+
+    ``--vision-tower`` and ``--vision_pretrained`` count only when they name existing local
+    paths (their defaults are hub ids / placeholders); otherwise the base's config decides.
+    """
+    tower = flags.vision_tower if Path(flags.vision_tower).exists() else None
+    sam = flags.vision_pretrained if Path(flags.vision_pretrained).is_file() else None
+    weights = tuple(
+        getattr(flags, f"{name}_loss_weight", default)
+        for name, default in (("ce", 1.0), ("dice", 0.5), ("bce", 2.0))
+    )
+    return build_lisa(
+        flags.version,
+        tokenizer,
+        vision_tower=tower,
+        vision_pretrained=sam,
+        use_mm_start_end=flags.use_mm_start_end,
+        out_dim=flags.out_dim,
+        train_mask_decoder=flags.train_mask_decoder,
+        loss_weights=weights,
+        dtype=dtype,
+    )
 
 
 def lora_target_names(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
