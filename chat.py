@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,4 +393,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if exit_code == EXIT_INTERRUPTED:
+        # leaving already: another Ctrl-C while the libraries tear down must not kill the process
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(exit_code)
