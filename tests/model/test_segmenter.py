@@ -57,23 +57,22 @@ def test_path_pil_and_array_inputs_give_the_same_answer(segmenter, tiny_cases_di
 
 
 @pytest.mark.reference
-def test_a_list_of_pairs_runs_as_one_batch_with_the_single_answers(segmenter, tiny_cases_dir):
+def test_a_list_of_pairs_runs_as_one_batch_with_the_single_answers(
+    segmenter, tiny_cases_dir, monkeypatch
+):
     requests = [
         (tiny_cases_dir / "img1.png", RED_CIRCLE),
         (tiny_cases_dir / "img3.png", "Where is the orange circle?"),
     ]
-    batch = segmenter(requests)
     calls = []
-    original_evaluate = segmenter.model.evaluate
-    segmenter.model.evaluate = lambda *a, **k: (
-        calls.append(a[2].shape) or original_evaluate(*a, **k)
+    evaluate = segmenter.model.evaluate
+    monkeypatch.setattr(
+        segmenter.model, "evaluate", lambda *a, **k: calls.append(a[2].shape) or evaluate(*a, **k)
     )
-    try:
-        singles = [segmenter(image, prompt) for image, prompt in requests]
-        segmenter(requests)
-    finally:
-        del segmenter.model.evaluate
-    assert calls[-1][0] == 2  # both prompts in one evaluate() call
+    batch = segmenter(requests)
+    monkeypatch.undo()
+    singles = [segmenter(image, prompt) for image, prompt in requests]
+    assert len(calls) == 1 and calls[0][0] == 2  # both prompts in one evaluate() call
     for together, alone, (image, _) in zip(batch, singles, requests, strict=True):
         assert together.text == alone.text
         assert len(together.masks) == len(alone.masks)
