@@ -38,9 +38,9 @@ from utils.tokenization import LegacyLlamaTokenizer, decode_answer, tokenizer_im
 from utils.transforms import (
     ImagePreprocessor,
     PreparedImage,
-    _to_rgb,  # the PIL -> RGB conversion load_image uses, so a PIL input matches its file
     load_image,
     longest_side_shape,
+    pil_to_rgb,
 )
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -112,7 +112,7 @@ def _read(image: ImageInput) -> _Image:
             raise InputError(str(error)) from error
     if isinstance(image, Image.Image):
         try:
-            return _Image(_to_rgb(ImageOps.exif_transpose(image)), "The PIL image")
+            return _Image(pil_to_rgb(ImageOps.exif_transpose(image)), "The PIL image")
         except (OSError, ValueError) as error:
             raise InputError(f"Cannot convert the PIL image to RGB: {error}.") from error
     if isinstance(image, np.ndarray):

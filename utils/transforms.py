@@ -49,12 +49,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
                 image = ImageOps.exif_transpose(image)
             image.load()  # decode now, so truncation raises here
-            return _to_rgb(image)
+            return pil_to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"Cannot read image {str(path)!r}: {error}.") from error
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
     """PIL image of any mode -> RGB uint8 [H, W, 3], converting like OpenCV's IMREAD_COLOR."""
     if image.mode == "RGB":
         return np.asarray(image).copy()
