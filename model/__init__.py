@@ -1,15 +1,24 @@
-"""The network: LISA (LLaMA + CLIP + projector + SAM) and its loading."""
+"""The network: LISA (LLaMA + CLIP + projector + SAM) and its loading.
 
-from model.config import LisaConfig
-from model.LISA import LISAForCausalLM, LisaOutput
-from model.loading import load_pretrained_model
-from model.segmenter import LisaSegmenter, SegmentationResult
+The public names are imported on first use, so that importing a submodule such as
+``model.segment_anything`` does not pull in the whole stack.
+"""
 
-__all__ = [
-    "LISAForCausalLM",
-    "LisaConfig",
-    "LisaOutput",
-    "LisaSegmenter",
-    "SegmentationResult",
-    "load_pretrained_model",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "LISAForCausalLM": "model.LISA",
+    "LisaOutput": "model.LISA",
+    "LisaConfig": "model.config",
+    "load_pretrained_model": "model.loading",
+    "LisaSegmenter": "model.segmenter",
+    "SegmentationResult": "model.segmenter",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
