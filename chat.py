@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from model.segmenter import (
     PromptTooLongError,
     SegmentationResult,
 )
+from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.visualization import MaskFiles, save_mask_pictures
 
@@ -355,18 +355,6 @@ def write_result_json(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{path} has been saved.")
-
-
-def quiet_libraries() -> None:
-    """Our warnings (e.g. bf16 -> fp32 on a CPU) as bare lines; no library chatter or progress bars."""
-    # libraries (transformers, bitsandbytes) only show errors; this project its warnings
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    for project_package in ("model", "utils"):
-        logging.getLogger(project_package).setLevel(logging.WARNING)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import torch
 from model.builder import LoraSettings, apply_lora, build_lisa_from_flags, unwrap_lisa
 from model.checkpoint_files import load_state_dict_file
 from model.loading import PRECISIONS
+from utils.console import quiet_libraries
 from utils.tokenization import load_tokenizer
 
 logger = logging.getLogger("merge")
@@ -143,7 +144,7 @@ def merge(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    quiet_libraries()
     merge(parse_args(argv))
 
 

@@ -17,7 +17,6 @@ referring split is scored offline.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from model.loading import load_pretrained_model
 from utils.collate import collate_fn
+from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
 
@@ -118,14 +118,7 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # libraries (transformers, bitsandbytes) only show errors; this project its warnings
-    logging.basicConfig(level=logging.ERROR, format="%(message)s")
-    for project_package in ("model", "utils"):
-        logging.getLogger(project_package).setLevel(logging.WARNING)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
     try:
         check_split_exists(args)
     except MissingSourceError as error:

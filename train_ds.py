@@ -42,6 +42,7 @@ from utils.checkpointing import (
     write_json_atomic,
 )
 from utils.collate import collate_fn
+from utils.console import quiet_libraries
 from utils.data import build_datasets
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
@@ -328,7 +329,7 @@ def validate_all(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries(logging.INFO)
     check_args(args)
     info = init_distributed()
     torch.manual_seed(args.seed)

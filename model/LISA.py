@@ -588,6 +588,12 @@ class LISAForCausalLM(LlamaForCausalLM):
             model.model.vision_tower.load_pretrained(config.vision_tower_path)
         if vision_pretrained is not None:
             load_sam_checkpoint(model.model.visual_model, vision_pretrained)
+            if not checkpoint_has_sam:
+                logger.info(
+                    "built LISA from the LLaVA base %s: SAM from %s, new text_hidden_fcs",
+                    path,
+                    vision_pretrained,
+                )
         elif not checkpoint_has_sam:
             logger.warning(
                 "%s holds no SAM weights and no vision_pretrained was given: SAM is random", path
