@@ -253,10 +253,13 @@ class LISAForCausalLM(LlamaForCausalLM):
             p.requires_grad for p in encoder.parameters()
         )
         dense_pe = sam.prompt_encoder.get_dense_pe()
+        # ZeRO-3 gathers each module's weights collectively: every rank must run the same modules,
+        # so only an unpartitioned model may skip the image encoder for an image without [SEG].
+        may_skip = not hasattr(next(encoder.parameters()), "ds_id")
         masks = []
         for i, embeddings in enumerate(embeddings_per_image):
             height, width = (int(v) for v in original_sizes[i])
-            if embeddings.shape[0] == 0:  # no [SEG] for this image: skip the image encoder
+            if embeddings.shape[0] == 0 and may_skip:
                 masks.append(embeddings.new_zeros(0, height, width))
                 continue
             with torch.set_grad_enabled(train_encoder):
@@ -393,12 +396,16 @@ class LISAForCausalLM(LlamaForCausalLM):
         bce, dice = mask_losses(
             pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, masks_list, strict=True)]
         )
-        if bce is None:  # no mask in this batch: keep text_hidden_fcs in the graph with a zero
-            bce = dice = pred_embeddings.float().sum() * 0.0
+        # Every decoded mask (even of an image without [SEG]) and every projected [SEG] state
+        # joins the loss with weight zero: all ranks then run the same backward, which ZeRO-3's
+        # collective weight gathering needs, whatever the data of each rank.
+        anchor = sum((m.float().sum() for m in pred_masks), pred_embeddings.float().sum()) * 0.0
+        if bce is None:  # no mask in this batch
+            bce = dice = anchor
         output.mask_bce_loss = bce * self.config.bce_loss_weight
         output.mask_dice_loss = dice * self.config.dice_loss_weight
         output.mask_loss = output.mask_bce_loss + output.mask_dice_loss
-        output.loss = output.ce_loss + output.mask_loss
+        output.loss = output.ce_loss + output.mask_loss + anchor
         return output
 
     def _language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

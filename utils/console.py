@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 PROJECT_LOGGERS = ("model", "utils", "train_ds", "merge", "chat", "predict", "eval_mask")
 
@@ -18,3 +19,4 @@ def quiet_libraries(project_level: int = logging.WARNING) -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices
