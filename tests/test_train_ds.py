@@ -269,6 +269,12 @@ def test_conversion_merge_and_eval_only(trained_run, workspace):
     giou = float(output.split("giou: ")[1].split(",")[0])
     assert giou == pytest.approx(best["giou"], abs=1e-3)
 
+    # training goes on from the finished LISA model (the original failed there)
+    continued = common_args(workspace, "continued")
+    continued[continued.index("--version") + 1] = str(merged)
+    run(launcher() + continued + ["--epochs", "1", "--steps_per_epoch", "1", "--no_eval"])
+    assert latest_tag(root / "runs" / "continued" / "ckpt_latest") == "global_step1"
+
 
 def test_two_processes_with_zero3(workspace):
     run_dir = workspace[0] / "runs" / "two"
