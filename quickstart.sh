@@ -1,38 +1,70 @@
 #!/usr/bin/env bash
-# The whole system on this machine, no GPU and no downloads needed: builds a tiny LLaVA base
-# (tokenizer, LLaMA, CLIP) and a tiny SAM, makes a LISA model from them and asks it a question.
+# The whole LISA pipeline on this machine, no GPU and no downloads: a toy dataset in every real
+# format, a tiny LLaVA base and SAM built from nothing, DeepSpeed training through train_ds.py,
+# validation, the LoRA/weights merge into a Hugging Face directory, predictions for the toy
+# ReasonSeg val split scored by eval_mask.py, and a one-shot chat that saves the mask overlay.
+#
+#   bash quickstart.sh                    # the full run
+#   QUICKSTART_FAST=1 bash quickstart.sh  # a few steps only (what CI runs: no score target)
+#
+# Outputs go under $QUICKSTART_DIR (default runs/quickstart). Every step is the command a
+# researcher runs at full scale, with tiny sizes.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup_env.sh
-PY=.venv/bin/python
+export PATH="$PWD/.venv/bin:$PATH"
+export HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
+
 OUT=${QUICKSTART_DIR:-runs/quickstart}
+EXP=quickstart
+if [ "${QUICKSTART_FAST:-0}" = "1" ]; then
+  TOY="--num_train 24 --num_val 6 --num_test 2 --num_refer 12 --num_sem_seg 12"
+  SCHEDULE="--epochs 1 --steps_per_epoch 4"
+else
+  TOY=""
+  SCHEDULE="--epochs ${QUICKSTART_EPOCHS:-4} --steps_per_epoch ${QUICKSTART_STEPS:-500}"
+fi
+PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+start=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - start )) s] $*"; }
 
-echo "== building the tiny base in $OUT/base"
-$PY -m model.tiny_base --output_dir "$OUT/base"
+step "toy dataset -> $OUT/dataset"
+python -m utils.toy_dataset --dataset_dir "$OUT/dataset" --seed 0 $TOY
 
-echo "== building LISA from it and asking a question"
-$PY - "$OUT" <<'PYTHON'
-import sys
-from pathlib import Path
+step "tiny LLaVA base (tokenizer trained on the toy texts), CLIP and SAM -> $OUT/base"
+python scripts/toy_corpus.py --dataset_dir "$OUT/dataset" --output "$OUT/corpus.txt"
+python -m model.tiny_base --output_dir "$OUT/base" --corpus "$OUT/corpus.txt"
+BASE="--version $OUT/base/llava --vision-tower $OUT/base/clip --vision_pretrained $OUT/base/sam_tiny.pth"
+SAM_SIZE=256
 
-import numpy as np
-import torch
+step "training with DeepSpeed (a from-scratch model trains every weight: --trainable all)"
+rm -rf "$OUT/runs/$EXP"
+deepspeed --master_addr 127.0.0.1 --master_port "$PORT" train_ds.py $BASE \
+  --dataset_dir "$OUT/dataset" --log_base_dir "$OUT/runs" --exp_name "$EXP" \
+  --dataset "sem_seg||refer_seg||reason_seg" --sample_rates "1,1,2" --val_dataset "ReasonSeg|val" \
+  --image_size $SAM_SIZE --precision fp32 --trainable all --lora_r 0 --no-gradient_checkpointing \
+  --model_max_length 256 --batch_size 2 --grad_accumulation_steps 1 --workers 1 --print_freq 50 \
+  --lr 0.0003 $SCHEDULE
 
-from model.builder import build_lisa
-from utils.conversation import build_chat_prompt
-from utils.tokenization import decode_answer, load_tokenizer, tokenizer_image_token
-from utils.transforms import ClipTransform, ImagePreprocessor, SamTransform
+step "consolidating the best checkpoint and merging it into a Hugging Face directory"
+(cd "$OUT/runs/$EXP/ckpt_model" && python zero_to_fp32.py . ../pytorch_model.bin)
+python merge_lora_weights_and_save_hf_model.py $BASE --weight "$OUT/runs/$EXP/pytorch_model.bin" \
+  --save_path "$OUT/model" --lora_r 0 --precision fp32 --include_vision_tower
 
-out = Path(sys.argv[1])
-tokenizer = load_tokenizer(out / "base" / "llava")
-model = build_lisa(str(out / "base" / "llava"), tokenizer, vision_pretrained=str(out / "base" / "sam_tiny.pth")).eval()
-image = np.full((96, 128, 3), 200, dtype=np.uint8)
-image[20:60, 30:70] = (220, 30, 30)
-processor = ImagePreprocessor(ClipTransform.from_pretrained(out / "base" / "clip"), SamTransform(model.model.visual_model.image_size))
-prepared = processor(image)
-prompt = build_chat_prompt("Please segment the red square.", "llava_v1", use_mm_start_end=True)
-input_ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)])
-output_ids, masks = model.evaluate(prepared.images_clip, prepared.images, input_ids, [prepared.resize], [prepared.original_size], max_new_tokens=12)
-answer = decode_answer(output_ids[0, input_ids.shape[1]:], tokenizer, clean=True)
-print(f"untrained answer: {answer!r}; masks: {[tuple(m.shape) for m in masks]}")
-PYTHON
+step "predictions for the toy ReasonSeg val split, scored by eval_mask.py"
+python predict.py --version "$OUT/model" --dataset_dir "$OUT/dataset" --val_dataset "ReasonSeg|val" \
+  --output_dir "$OUT/predictions" --precision fp32 --model_max_length 256
+python eval_mask.py --submission_dir "$OUT/predictions" \
+  --groundtruth_dir "$OUT/dataset/reason_seg/ReasonSeg/val" --output_json "$OUT/eval.json"
+
+step "one question in chat.py (one-shot), overlay saved"
+IMAGE=$(ls "$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg | head -n 1)
+python chat.py --version "$OUT/model" --image_size $SAM_SIZE --precision fp32 --model_max_length 256 \
+  --vis_save_path "$OUT/vis_output" --image "$IMAGE" \
+  --prompt "Can you segment the largest shape in this image? Please output segmentation mask." \
+  --output_json "$OUT/chat.json"
+
+step "done"
+echo "validation during training: $(cat "$OUT/runs/$EXP/best.json" | tr -d '\n ')"
+echo "outputs: dataset $OUT/dataset, base $OUT/base, run (TensorBoard) $OUT/runs/$EXP,"
+echo "         model $OUT/model, predictions $OUT/predictions, scores $OUT/eval.json, chat $OUT/vis_output"
