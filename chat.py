@@ -64,9 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--image_size",
-        default=1024,
+        default=None,
         type=int,
-        help="SAM input side; must match the checkpoint's SAM (1024 for released LISA models)",
+        help="SAM input side; default the size the checkpoint's SAM was built for (1024 for "
+        "released LISA models); another value is refused",
     )
     parser.add_argument(
         "--model_max_length", default=512, type=int, help="longest prompt in tokens"
@@ -116,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.load_in_8bit and args.load_in_4bit:
         parser.error("choose one of --load_in_8bit and --load_in_4bit")
     for name in ("max_new_tokens", "model_max_length", "image_size"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
     return args
 

@@ -1,70 +1,161 @@
 #!/usr/bin/env bash
-# The whole LISA pipeline on this machine, no GPU and no downloads: a toy dataset in every real
-# format, a tiny LLaVA base and SAM built from nothing, DeepSpeed training through train_ds.py,
-# validation, the LoRA/weights merge into a Hugging Face directory, predictions for the toy
-# ReasonSeg val split scored by eval_mask.py, and a one-shot chat that saves the mask overlay.
+# Quick start: the whole LISA pipeline on this machine, no GPU and no downloads.
 #
-#   bash quickstart.sh                    # the full run
-#   QUICKSTART_FAST=1 bash quickstart.sh  # a few steps only (what CI runs: no score target)
+#   bash quickstart.sh                      # full run (see README, "Quick start: what it does")
+#   QUICKSTART_FAST=1 bash quickstart.sh    # a few training steps only, no score target (CI)
+#   QUICKSTART_DIR=/tmp/qs bash quickstart.sh   # outputs elsewhere (default runs/quickstart)
 #
-# Outputs go under $QUICKSTART_DIR (default runs/quickstart). Every step is the command a
-# researcher runs at full scale, with tiny sizes.
+# Every stage is the command a researcher runs at full scale, with toy-sized arguments:
+#   1. toy dataset            python -m utils.toy_dataset
+#   2. tiny base              python -m model.tiny_base (tokenizer trained on the toy texts)
+#   3. training + validation  deepspeed ... train_ds.py
+#   4. consolidation          python zero_to_fp32.py . ../pytorch_model.bin
+#   5. merge                  python merge_lora_weights_and_save_hf_model.py
+#   6. predictions            python predict.py
+#   7. offline scores         python eval_mask.py
+#   8. one-shot chat          python chat.py --prompt ... --image ...
+# A second run starts from scratch: the output folder is replaced.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup_env.sh
-export PATH="$PWD/.venv/bin:$PATH"
-export HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 
+FAST=${QUICKSTART_FAST:-0}
 OUT=${QUICKSTART_DIR:-runs/quickstart}
-EXP=quickstart
-if [ "${QUICKSTART_FAST:-0}" = "1" ]; then
-  TOY="--num_train 24 --num_val 6 --num_test 2 --num_refer 12 --num_sem_seg 12"
-  SCHEDULE="--epochs 1 --steps_per_epoch 4"
-else
-  TOY=""
-  SCHEDULE="--epochs ${QUICKSTART_EPOCHS:-4} --steps_per_epoch ${QUICKSTART_STEPS:-500}"
+EXP=toy-lisa
+
+bash scripts/setup_env.sh
+export PATH="$PWD/.venv/bin:$PATH"  # python and deepspeed below are the virtual environment's
+export PYTHONUNBUFFERED=1
+# Each process uses one thread: on 2 cores the DataLoader worker gets the other one, and one
+# thread per process is also the fastest setting on a machine shared with other jobs.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+# --- the preset (why each value: README, "Quick start: what it does and what it reaches") ---
+DATA_ARGS=(--num_train 1000 --num_val 100 --num_test 10 --num_refer 200 --num_sem_seg 200)
+# SAM at 128 px with 8 px patches: a 16 x 16 image embedding, as fine as the toy shapes need.
+BASE_ARGS=(--sam_image_size 128 --sam_patch_size 8)
+EPOCHS=3
+STEPS_PER_EPOCH=500
+if [ "$FAST" = 1 ]; then
+    DATA_ARGS=(--num_train 40 --num_val 8 --num_test 2 --num_refer 10 --num_sem_seg 10)
+    EPOCHS=1
+    STEPS_PER_EPOCH=4
 fi
-PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-start=$(date +%s)
-step() { echo; echo "== [$(( $(date +%s) - start )) s] $*"; }
+TRAIN_ARGS=(
+    --image_size 128
+    --dataset "sem_seg||refer_seg||vqa||reason_seg"
+    --sample_rates "1,1,1,3"
+    --trainable all --lora_r 0
+    --precision fp32
+    --batch_size 4 --grad_accumulation_steps 1
+    --lr 0.001
+    --epochs "$EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH"
+    --workers 1
+    --no-gradient_checkpointing
+    --model_max_length 256
+    --print_freq 50
+)
 
-step "toy dataset -> $OUT/dataset"
-python -m utils.toy_dataset --dataset_dir "$OUT/dataset" --seed 0 $TOY
+started=$(date +%s)
+stage_start=$started
+declare -a TIMES=()
+stage() {  # stage NAME: closes the previous stage's timer and announces the next
+    local now
+    now=$(date +%s)
+    if [ -n "${STAGE:-}" ]; then TIMES+=("$(printf '%-14s %4d s' "$STAGE" $((now - stage_start)))"); fi
+    STAGE=$1
+    stage_start=$now
+    [ "$STAGE" = done ] || echo -e "\n== $STAGE"
+}
 
-step "tiny LLaVA base (tokenizer trained on the toy texts), CLIP and SAM -> $OUT/base"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+stage "toy dataset"
+python -m utils.toy_dataset --dataset_dir "$OUT/dataset" "${DATA_ARGS[@]}"
+
+stage "tiny base"
 python scripts/toy_corpus.py --dataset_dir "$OUT/dataset" --output "$OUT/corpus.txt"
-python -m model.tiny_base --output_dir "$OUT/base" --corpus "$OUT/corpus.txt"
-BASE="--version $OUT/base/llava --vision-tower $OUT/base/clip --vision_pretrained $OUT/base/sam_tiny.pth"
-SAM_SIZE=256
+python -m model.tiny_base --output_dir "$OUT/base" --corpus "$OUT/corpus.txt" "${BASE_ARGS[@]}"
+BASE=$OUT/base/llava
+CLIP=$OUT/base/clip
+SAM=$OUT/base/sam_tiny.pth
 
-step "training with DeepSpeed (a from-scratch model trains every weight: --trainable all)"
-rm -rf "$OUT/runs/$EXP"
-deepspeed --master_addr 127.0.0.1 --master_port "$PORT" train_ds.py $BASE \
-  --dataset_dir "$OUT/dataset" --log_base_dir "$OUT/runs" --exp_name "$EXP" \
-  --dataset "sem_seg||refer_seg||reason_seg" --sample_rates "1,1,2" --val_dataset "ReasonSeg|val" \
-  --image_size $SAM_SIZE --precision fp32 --trainable all --lora_r 0 --no-gradient_checkpointing \
-  --model_max_length 256 --batch_size 2 --grad_accumulation_steps 1 --workers 1 --print_freq 50 \
-  --lr 0.0003 $SCHEDULE
+stage "training"
+port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+deepspeed --master_addr 127.0.0.1 --master_port "$port" train_ds.py \
+    --version="$BASE" \
+    --vision-tower="$CLIP" \
+    --vision_pretrained="$SAM" \
+    --dataset_dir="$OUT/dataset" \
+    --log_base_dir="$OUT/runs" \
+    --exp_name="$EXP" \
+    "${TRAIN_ARGS[@]}"
+RUN=$OUT/runs/$EXP
 
-step "consolidating the best checkpoint and merging it into a Hugging Face directory"
-(cd "$OUT/runs/$EXP/ckpt_model" && python zero_to_fp32.py . ../pytorch_model.bin)
-python merge_lora_weights_and_save_hf_model.py $BASE --weight "$OUT/runs/$EXP/pytorch_model.bin" \
-  --save_path "$OUT/model" --lora_r 0 --precision fp32 --include_vision_tower
+stage "consolidation"
+(cd "$RUN/ckpt_model" && python zero_to_fp32.py . ../pytorch_model.bin)
 
-step "predictions for the toy ReasonSeg val split, scored by eval_mask.py"
-python predict.py --version "$OUT/model" --dataset_dir "$OUT/dataset" --val_dataset "ReasonSeg|val" \
-  --output_dir "$OUT/predictions" --precision fp32 --model_max_length 256
-python eval_mask.py --submission_dir "$OUT/predictions" \
-  --groundtruth_dir "$OUT/dataset/reason_seg/ReasonSeg/val" --output_json "$OUT/eval.json"
+stage "merge"
+python merge_lora_weights_and_save_hf_model.py \
+    --version="$BASE" \
+    --vision-tower="$CLIP" \
+    --vision_pretrained="$SAM" \
+    --weight="$RUN/pytorch_model.bin" \
+    --save_path="$OUT/model" \
+    --lora_r 0 \
+    --precision fp32 \
+    --include_vision_tower
 
-step "one question in chat.py (one-shot), overlay saved"
-IMAGE=$(ls "$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg | head -n 1)
-python chat.py --version "$OUT/model" --image_size $SAM_SIZE --precision fp32 --model_max_length 256 \
-  --vis_save_path "$OUT/vis_output" --image "$IMAGE" \
-  --prompt "Can you segment the largest shape in this image? Please output segmentation mask." \
-  --output_json "$OUT/chat.json"
+stage "predictions"
+python predict.py \
+    --version="$OUT/model" \
+    --dataset_dir="$OUT/dataset" \
+    --val_dataset="ReasonSeg|val" \
+    --output_dir="$OUT/predictions" \
+    --precision fp32 \
+    --workers 0
 
-step "done"
-echo "validation during training: $(cat "$OUT/runs/$EXP/best.json" | tr -d '\n ')"
-echo "outputs: dataset $OUT/dataset, base $OUT/base, run (TensorBoard) $OUT/runs/$EXP,"
-echo "         model $OUT/model, predictions $OUT/predictions, scores $OUT/eval.json, chat $OUT/vis_output"
+stage "evaluation"
+python eval_mask.py \
+    --submission_dir="$OUT/predictions" \
+    --groundtruth_dir="$OUT/dataset/reason_seg/ReasonSeg/val" \
+    --output_json="$OUT/eval.json"
+
+stage "chat"
+image=$(ls "$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg | head -n 1)
+query=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"][0])' "${image%.jpg}.json")
+python chat.py \
+    --version="$OUT/model" \
+    --precision fp32 \
+    --max_new_tokens 32 \
+    --prompt="Please segment the $query in this image." \
+    --image="$image" \
+    --vis_save_path="$OUT/vis_output" \
+    --output_json="$OUT/chat.json"
+
+stage done
+total=$(( $(date +%s) - started ))
+python - "$OUT" "$RUN" <<'PYTHON'
+import json, sys
+from pathlib import Path
+
+out, run = Path(sys.argv[1]), Path(sys.argv[2])
+best = json.loads((run / "best.json").read_text())
+report = json.loads((out / "eval.json").read_text())
+print(f"\nvalidation in training (best epoch {best['epoch']}): gIoU {best['giou']:.4f}  cIoU {best['ciou']:.4f}")
+print(f"eval_mask.py on the toy ReasonSeg val predictions:  gIoU {report['giou']:.4f}  cIoU {report['ciou']:.4f}")
+PYTHON
+echo
+printf '%s\n' "${TIMES[@]}"
+printf '%-14s %4d s\n' total "$total"
+cat <<EOF
+
+outputs in $OUT:
+  dataset/               toy dataset (python -m utils.toy_dataset)
+  base/                  tiny LLaVA base (llava/), CLIP (clip/), SAM checkpoint (sam_tiny.pth)
+  runs/$EXP/       TensorBoard events, ckpt_model/ (best), ckpt_latest/, best.json, pytorch_model.bin
+  model/                 merged Hugging Face model directory (chat.py / predict.py --version)
+  predictions/           one .npy mask stack per val image (predict.py)
+  eval.json              eval_mask.py report
+  vis_output/            chat.py overlay and masks; chat.json: its answer
+EOF

@@ -280,13 +280,19 @@ class StepMeters:
 
 
 @torch.no_grad()
+def show_progress(info) -> bool:
+    """Progress bars on the main process of an interactive terminal only; logs (and the
+    deepspeed launcher's pipes) get the periodic console lines instead."""
+    return info.is_main and sys.stderr.isatty()
+
+
 def validate(
     engine, loader: DataLoader, info: DistributedInfo, dtype: torch.dtype
 ) -> tuple[float, float]:
     """gIoU (mean per-mask IoU) and cIoU (cumulative IoU) of one validation set, over all ranks."""
     engine.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoUs, masks
-    for batch in tqdm(loader, desc="validate", disable=not info.is_main, leave=False):
+    for batch in tqdm(loader, desc="validate", disable=not show_progress(info), leave=False):
         batch = to_device(batch, info.device, dtype)
         output = engine(**batch)
         for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
@@ -489,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         progress = tqdm(
             range(first_step, args.steps_per_epoch),
             desc=f"epoch {epoch}",
-            disable=not info.is_main,
+            disable=not show_progress(info),
             initial=first_step,
             total=args.steps_per_epoch,
         )

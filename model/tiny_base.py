@@ -61,6 +61,7 @@ class TinyBaseSizes:
     clip_layers: int = 2
     clip_heads: int = 2
     sam_image_size: int = 256  # SAM input side (--image_size when training)
+    sam_patch_size: int = 16  # SAM patch side: the image embedding is (side / patch) squared
     sam_embed_dim: int = 64
     sam_depth: int = 2
     sam_heads: int = 2
@@ -188,6 +189,7 @@ def write_sam(path: Path, sizes: TinyBaseSizes) -> SamConfig:
         encoder_num_heads=sizes.sam_heads,
         encoder_global_attn_indexes=(sizes.sam_depth - 1,),
         image_size=sizes.sam_image_size,
+        patch_size=sizes.sam_patch_size,
     )
     torch.save(build_sam(config).state_dict(), path)
     return config

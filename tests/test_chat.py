@@ -89,6 +89,9 @@ def test_one_shot_mistakes_are_one_line_and_exit_1(model_args, tmp_path, capsys)
     assert exit_info.value.code == 2  # argparse: unknown flag
     with pytest.raises(SystemExit, match=r"cannot load --version=.*no config.json"):
         chat.main(["--version", str(tmp_path), "--prompt", "hi", "--image", "x.png"])
+    # --image_size defaults to the checkpoint's SAM input; another size is refused by name.
+    with pytest.raises(SystemExit, match=r"image_size 512 does not match the 1024-pixel input"):
+        chat.main([*model_args, "--image_size", "512", "--prompt", "hi", "--image", "x.png"])
 
 
 @pytest.mark.parametrize("flag", ["--load_in_8bit", "--load_in_4bit"])

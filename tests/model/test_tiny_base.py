@@ -16,6 +16,7 @@ SIZES = TinyBaseSizes(
     intermediate_size=64,
     num_hidden_layers=2,
     sam_image_size=128,
+    sam_patch_size=8,
     sam_embed_dim=32,
 )
 
@@ -59,3 +60,5 @@ def test_lisa_builds_from_the_tiny_base(base):
     assert model.model.num_image_tokens == (SIZES.clip_image_size // SIZES.clip_patch_size) ** 2
     assert config["mm_vision_tower"] == str(base["vision_tower"].resolve())
     assert model.model.visual_model.image_size == SIZES.sam_image_size
+    grid = SIZES.sam_image_size // SIZES.sam_patch_size  # 16, not the default patch's 8
+    assert model.model.visual_model.image_encoder.pos_embed.shape[1:3] == (grid, grid)
