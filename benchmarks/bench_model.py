@@ -181,6 +181,41 @@ def set_original_trainable(model: LISAForCausalLM) -> None:
         )
 
 
+def print_breakdown(model: LISAForCausalLM, batch: dict, repeats: int, device) -> None:
+    """Where the LoRA-recipe step goes: the LLM alone, SAM's image encoder alone, and the
+    fp32 matmul throughput of this machine (the floor for the LLM's share)."""
+    features = model.model.get_image_features(batch["images_clip"]).detach()
+    offset = torch.as_tensor(batch["offset"], device=device)
+    conversation_to_image = torch.repeat_interleave(
+        torch.arange(features.shape[0], device=device), offset.diff()
+    )  # image index of each conversation
+    prepared = model.prepare_multimodal_inputs(
+        batch["input_ids"], features, conversation_to_image, batch["attention_masks"], None
+    )
+    embeddings = prepared.inputs_embeds.detach().requires_grad_(True)
+
+    def llm_step():
+        model.zero_grad(set_to_none=True)
+        hidden = model.model(inputs_embeds=embeddings, use_cache=False).last_hidden_state
+        hidden.sum().backward()
+
+    tokens = embeddings.shape[0] * embeddings.shape[1]
+    print(
+        f"  of which the LLM forward+backward alone ({tokens} positions): "
+        f"{timed(llm_step, repeats, device):.3f} s"
+    )
+    with torch.no_grad():
+        encoder = model.model.visual_model.image_encoder
+        seconds = timed(lambda: encoder(batch["images"]), repeats, device)
+    print(
+        f"  of which SAM's image encoder (frozen, {batch['images'].shape[0]} images): {seconds:.3f} s"
+    )
+    left = torch.randn(2048, 2048, device=device)
+    right = torch.randn(2048, 2048, device=device)
+    seconds = timed(lambda: left @ right, repeats, device)
+    print(f"  fp32 matmul throughput here: {2 * 2048**3 / seconds / 1e9:.0f} GFLOP/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,6 +276,7 @@ def main() -> None:
         f"3x = 1.13 s)"
     )
     model = unwrap_lisa(lora_model)
+    print_breakdown(model, batch, args.repeats, device)
 
     model.eval()
     sam_b = build_sam_vit_b().to(device).eval()
