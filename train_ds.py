@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -46,7 +47,7 @@ from utils.console import quiet_libraries
 from utils.data import build_datasets
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
-from utils.metrics import intersection_and_union, mask_iou
+from utils.metrics import intersection_and_union, mask_iou, mean_pairwise_cosine
 from utils.tokenization import load_tokenizer
 from utils.transforms import ClipTransform
 
@@ -288,13 +289,18 @@ def show_progress(info) -> bool:
 
 def validate(
     engine, loader: DataLoader, info: DistributedInfo, dtype: torch.dtype
-) -> tuple[float, float]:
-    """gIoU (mean per-mask IoU) and cIoU (cumulative IoU) of one validation set, over all ranks."""
+) -> tuple[float, float, float]:
+    """gIoU (mean per-mask IoU), cIoU (cumulative IoU) and the mean pairwise cosine of the
+    ``[SEG]`` prompts of one validation set, over all ranks."""
     engine.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoUs, masks
+    prompt_sum, prompts = None, 0  # sum of the unit-length [SEG] prompts, and their number
     for batch in tqdm(loader, desc="validate", disable=not show_progress(info), leave=False):
         batch = to_device(batch, info.device, dtype)
         output = engine(**batch)
+        unit = F.normalize(output.pred_embeddings.detach().double(), dim=-1).sum(0).cpu()
+        prompt_sum = unit if prompt_sum is None else prompt_sum + unit
+        prompts += output.pred_embeddings.shape[0]
         for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
             intersection, union = intersection_and_union(pred > 0, gt)
             totals += (
@@ -309,9 +315,13 @@ def validate(
                 .double()
                 .cpu()
             )
+    if prompt_sum is None:  # this rank had no batch; the others' sums still add up
+        prompt_sum = torch.zeros(unwrap_lisa(engine.module).config.out_dim, dtype=torch.float64)
+    totals = torch.cat([totals, torch.tensor([float(prompts)], dtype=torch.float64), prompt_sum])
     totals = all_reduce_sum(totals.to(info.device)).cpu()
-    intersection, union, iou_sum, masks = totals.tolist()
-    return iou_sum / max(masks, 1), intersection / (union + 1e-10)
+    intersection, union, iou_sum, masks, prompts = totals[:5].tolist()
+    cosine = mean_pairwise_cosine(totals[5:], prompts)
+    return iou_sum / max(masks, 1), intersection / (union + 1e-10), cosine
 
 
 def validate_all(
@@ -319,14 +329,17 @@ def validate_all(
 ) -> dict:
     """Every validation set; gIoU/cIoU are their means (one set: its own values, as the original)."""
     results = {name: validate(engine, loader, info, dtype) for name, loader in loaders.items()}
-    giou = sum(g for g, _ in results.values()) / len(results)
-    ciou = sum(c for _, c in results.values()) / len(results)
+    giou = sum(g for g, _, _ in results.values()) / len(results)
+    ciou = sum(c for _, c, _ in results.values()) / len(results)
     if info.is_main:
-        for name, (set_giou, set_ciou) in results.items():
+        for name, (set_giou, set_ciou, cosine) in results.items():
             if len(results) > 1:
                 print(f"  {name}: giou {set_giou:.4f}, ciou {set_ciou:.4f}")
                 writer.add_scalar(f"val/{name}/giou", set_giou, epoch)
                 writer.add_scalar(f"val/{name}/ciou", set_ciou, epoch)
+            # TensorBoard only: near 1.0 = the same prompt for every question (see utils.metrics)
+            tag = f"val/{name}/prompt_cosine" if len(results) > 1 else "val/prompt_cosine"
+            writer.add_scalar(tag, cosine, epoch)
         print(f"epoch {epoch}: giou: {giou:.4f}, ciou: {ciou:.4f}")
         writer.add_scalar("val/giou", giou, epoch)
         writer.add_scalar("val/ciou", ciou, epoch)

@@ -160,10 +160,12 @@ def test_training_validates_and_checkpoints(trained_run):
         "metrics/data_secs_per_batch",
         "val/giou",
         "val/ciou",
+        "val/prompt_cosine",
         "data/skipped_samples",
     }
     assert expected <= tags
     assert len(events.Scalars("train/loss")) == 4 and len(events.Scalars("val/giou")) == 2
+    assert all(-1.0 <= event.value <= 1.0 for event in events.Scalars("val/prompt_cosine"))
 
 
 def test_conversion_merge_and_eval_only(trained_run, workspace):

@@ -111,3 +111,17 @@ def summarize_iou(
     giou = mask_iou(intersections, unions).mean()
     ciou = intersections.sum() / (unions.sum() + CUMULATIVE_EPSILON)
     return IoUSummary(giou=float(giou), ciou=float(ciou), num_masks=int(intersections.size))
+
+
+def mean_pairwise_cosine(unit_vector_sum: torch.Tensor, count: int | float) -> float:
+    """Mean cosine similarity over all ordered pairs of ``count`` unit vectors, from their sum.
+
+    ``||sum e_i||^2 = count + sum_{i != j} e_i . e_j``, so the sum (which adds up across ranks and
+    batches) is all that is needed. Near 1.0 for the ``[SEG]`` prompts of a validation set means
+    the model prompts SAM the same way whatever the question: a collapse that gIoU alone does not
+    name. NaN for fewer than two vectors.
+    """
+    if count < 2:
+        return float("nan")
+    squared_norm = float(unit_vector_sum.double().pow(2).sum())
+    return (squared_norm - count) / (count * (count - 1))

@@ -1,10 +1,12 @@
 """gIoU / cIoU helpers against IoUs worked out by hand (validate()'s definitions)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from utils.metrics import intersection_and_union, mask_iou, summarize_iou
+from utils.metrics import intersection_and_union, mask_iou, mean_pairwise_cosine, summarize_iou
 
 # target: 1 = object, 255 = ignored; the prediction covers one object pixel too few, one
 # background pixel too many, and both ignored pixels (which must not count).
@@ -83,3 +85,18 @@ def test_mismatched_shapes_and_empty_summaries_are_refused():
         intersection_and_union(PREDICTION[:3], TARGET)
     with pytest.raises(ValueError, match="no masks"):
         summarize_iou([], [])
+
+
+def test_mean_pairwise_cosine_from_the_sum_of_unit_vectors():
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(7, 16, generator=generator, dtype=torch.float64) + 0.5
+    units = torch.nn.functional.normalize(vectors, dim=-1)
+    cosines = units @ units.T
+    brute_force = (cosines.sum() - cosines.diagonal().sum()) / (7 * 6)
+    # summed in two parts, as batches and ranks add up
+    assert mean_pairwise_cosine(units[:3].sum(0) + units[3:].sum(0), 7) == pytest.approx(
+        float(brute_force), abs=1e-12
+    )
+    same = torch.nn.functional.normalize(torch.ones(5, 16, dtype=torch.float64), dim=-1)
+    assert mean_pairwise_cosine(same.sum(0), 5) == pytest.approx(1.0)
+    assert math.isnan(mean_pairwise_cosine(units[0], 1))
