@@ -280,13 +280,13 @@ class StepMeters:
         )
 
 
-@torch.no_grad()
 def show_progress(info) -> bool:
     """Progress bars on the main process of an interactive terminal only; logs (and the
     deepspeed launcher's pipes) get the periodic console lines instead."""
     return info.is_main and sys.stderr.isatty()
 
 
+@torch.no_grad()
 def validate(
     engine, loader: DataLoader, info: DistributedInfo, dtype: torch.dtype
 ) -> tuple[float, float, float]:
