@@ -14,7 +14,7 @@
 #   6. predictions            python predict.py
 #   7. offline scores         python eval_mask.py
 #   8. one-shot chat          python chat.py --prompt ... --image ...
-# A second run starts from scratch: the output folder is replaced.
+# A second run starts from scratch: it replaces the folder an earlier run made (and no other).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -69,8 +69,14 @@ stage() {  # stage NAME: closes the previous stage's timer and announces the nex
     [ "$STAGE" = done ] || echo -e "\n== $STAGE"
 }
 
+# Replace only an earlier quick-start output (it carries a marker file) or an empty folder.
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/.quickstart" ]; then
+    echo "quickstart.sh: $OUT exists and is not a quick-start output; set QUICKSTART_DIR to a new or empty folder." >&2
+    exit 1
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
+touch "$OUT/.quickstart"
 
 stage "toy dataset"
 python -m utils.toy_dataset --dataset_dir "$OUT/dataset" "${DATA_ARGS[@]}"

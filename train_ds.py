@@ -294,12 +294,13 @@ def validate(
     ``[SEG]`` prompts of one validation set, over all ranks."""
     engine.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # intersection, union, sum of IoUs, masks
-    prompt_sum, prompts = None, 0  # sum of the unit-length [SEG] prompts, and their number
+    out_dim = unwrap_lisa(engine.module).config.out_dim
+    prompt_sum = torch.zeros(out_dim, dtype=torch.float64)  # sum of the unit-length [SEG] prompts
+    prompts = 0
     for batch in tqdm(loader, desc="validate", disable=not show_progress(info), leave=False):
         batch = to_device(batch, info.device, dtype)
         output = engine(**batch)
-        unit = F.normalize(output.pred_embeddings.detach().double(), dim=-1).sum(0).cpu()
-        prompt_sum = unit if prompt_sum is None else prompt_sum + unit
+        prompt_sum += F.normalize(output.pred_embeddings.double(), dim=-1).sum(0).cpu()
         prompts += output.pred_embeddings.shape[0]
         for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
             intersection, union = intersection_and_union(pred > 0, gt)
@@ -315,8 +316,6 @@ def validate(
                 .double()
                 .cpu()
             )
-    if prompt_sum is None:  # this rank had no batch; the others' sums still add up
-        prompt_sum = torch.zeros(unwrap_lisa(engine.module).config.out_dim, dtype=torch.float64)
     totals = torch.cat([totals, torch.tensor([float(prompts)], dtype=torch.float64), prompt_sum])
     totals = all_reduce_sum(totals.to(info.device)).cpu()
     intersection, union, iou_sum, masks, prompts = totals[:5].tolist()

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa  # noqa: E402
 from model.config import LisaConfig  # noqa: E402
-from model.LISA import LISAForCausalLM  # noqa: E402
+from model.LISA import LISAForCausalLM, conversation_image_index  # noqa: E402
 from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
 from utils.constants import IMAGE_TOKEN_INDEX  # noqa: E402
 
@@ -173,22 +173,23 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def set_original_trainable(model: LISAForCausalLM) -> None:
-    """The original recipe's trainable set without LoRA: lm_head, embeddings, SAM decoder, fcs."""
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad = any(
-            key in name for key in ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
-        )
+def training_step(model, batch: dict):
+    """One forward+backward of ``model`` (LISA or its PEFT wrapper) on ``batch``, for timed()."""
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+
+    return step
 
 
 def print_breakdown(model: LISAForCausalLM, batch: dict, repeats: int, device) -> None:
     """Where the LoRA-recipe step goes: the LLM alone, SAM's image encoder alone, and the
     fp32 matmul throughput of this machine (the floor for the LLM's share)."""
     features = model.model.get_image_features(batch["images_clip"]).detach()
-    offset = torch.as_tensor(batch["offset"], device=device)
-    conversation_to_image = torch.repeat_interleave(
-        torch.arange(features.shape[0], device=device), offset.diff()
-    )  # image index of each conversation
+    conversation_to_image = conversation_image_index(
+        batch["offset"], batch["input_ids"].shape[0], features.shape[0], device
+    )
     prepared = model.prepare_multimodal_inputs(
         batch["input_ids"], features, conversation_to_image, batch["attention_masks"], None
     )
@@ -245,18 +246,13 @@ def main() -> None:
 
     batch, source = training_batch(device)
     model.train()
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
-
-    seconds = timed(step, args.repeats, device)
+    seconds = timed(training_step(model, batch), args.repeats, device)
     print(
         f"training forward+backward ({source}), all parameters trainable: {seconds:.3f} s "
         f"(original: 3.4 s)"
     )
-    set_original_trainable(model)
-    seconds = timed(step, args.repeats, device)
+    set_trainable(model, "lisa")  # the original's set; no adapters yet
+    seconds = timed(training_step(model, batch), args.repeats, device)
     print(f"training forward+backward, original trainable set (LLM layers frozen): {seconds:.3f} s")
 
     # The original's training recipe, which its 3.4 s measures: LoRA r=8 on q_proj/v_proj plus
@@ -264,12 +260,7 @@ def main() -> None:
     lora_model = apply_lora(model, LoraSettings())
     set_trainable(lora_model, "lisa")
     lora_model.train()
-
-    def lora_step():
-        lora_model.zero_grad(set_to_none=True)
-        lora_model(**batch).loss.backward()
-
-    seconds = timed(lora_step, args.repeats, device)
+    seconds = timed(training_step(lora_model, batch), args.repeats, device)
     print(
         f"training forward+backward, original recipe (LoRA r=8 q_proj,v_proj + lm_head, "
         f"embed_tokens, mask decoder, text_hidden_fcs): {seconds:.3f} s (original: 3.4 s, "

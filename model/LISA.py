@@ -347,7 +347,7 @@ class LISAForCausalLM(LlamaForCausalLM):
             output_logits: also return the full [N, Lx, V] logits.
         """
         num_images = images_clip.shape[0]
-        conversation_to_image = _conversation_to_image(
+        conversation_to_image = conversation_image_index(
             offset, input_ids.shape[0], num_images, input_ids.device
         )
         image_features = self.model.get_image_features(images_clip)  # (B, T, H)
@@ -446,7 +446,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         """
         num_images = images_clip.shape[0]
         num_rows = input_ids.shape[0]
-        conversation_to_image = _conversation_to_image(
+        conversation_to_image = conversation_image_index(
             offset, num_rows, num_images, input_ids.device
         )
         pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
@@ -652,7 +652,7 @@ def _as_meta(shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     return {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
 
 
-def _conversation_to_image(
+def conversation_image_index(
     offset: torch.Tensor | Sequence[int] | None,
     num_rows: int,
     num_images: int,
