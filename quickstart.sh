@@ -131,12 +131,18 @@ python eval_mask.py \
 
 stage "chat"
 image=$(ls "$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg | head -n 1)
-query=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"][0])' "${image%.jpg}.json")
+# A sentence query is asked as it is; a short one ("red shape") inside a request.
+prompt=$(python -c '
+import json, sys
+item = json.load(open(sys.argv[1]))
+text = item["text"][0]
+print(text if item["is_sentence"] else f"Please segment the {text} in this image.")
+' "${image%.jpg}.json")
 python chat.py \
     --version="$OUT/model" \
     --precision fp32 \
     --max_new_tokens 32 \
-    --prompt="Please segment the $query in this image." \
+    --prompt="$prompt" \
     --image="$image" \
     --vis_save_path="$OUT/vis_output" \
     --output_json="$OUT/chat.json"

@@ -47,7 +47,12 @@ from utils.console import quiet_libraries
 from utils.data import build_datasets
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
-from utils.metrics import intersection_and_union, mask_iou, mean_pairwise_cosine
+from utils.metrics import (
+    CUMULATIVE_EPSILON,
+    intersection_and_union,
+    mask_iou,
+    mean_pairwise_cosine,
+)
 from utils.tokenization import load_tokenizer
 from utils.transforms import ClipTransform
 
@@ -320,7 +325,7 @@ def validate(
     totals = all_reduce_sum(totals.to(info.device)).cpu()
     intersection, union, iou_sum, masks, prompts = totals[:5].tolist()
     cosine = mean_pairwise_cosine(totals[5:], prompts)
-    return iou_sum / max(masks, 1), intersection / (union + 1e-10), cosine
+    return iou_sum / max(masks, 1), intersection / (union + CUMULATIVE_EPSILON), cosine
 
 
 def validate_all(
