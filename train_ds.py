@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from model.builder import (
+    TRAINABLE_RECIPES,
     LoraSettings,
     apply_lora,
     build_lisa_from_flags,
@@ -45,6 +46,7 @@ from utils.checkpointing import (
 from utils.collate import collate_fn
 from utils.console import quiet_libraries
 from utils.data import build_datasets
+from utils.data.questions import parse_answer_templates
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
 from utils.metrics import (
@@ -140,9 +142,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--trainable",
         default="lisa",
-        choices=["lisa", "all"],
+        choices=list(TRAINABLE_RECIPES),
         help="lisa: the original's (LoRA, lm_head, embeddings, mask decoder, text_hidden_fcs); "
-        "all: every parameter, for a model trained from scratch",
+        "all: every parameter, for a model trained from scratch; heads: lm_head, "
+        "text_hidden_fcs and the mask decoder only (the LLM, embeddings and CLIP frozen)",
+    )
+    add(
+        "--answer_templates",
+        default="",
+        type=str,
+        help="answers of the segmentation questions, joined by '||', each with one [SEG] "
+        "(default: the original's five, e.g. 'Sure, it is [SEG].')",
     )
     add(
         "--deepspeed_config",
@@ -177,6 +187,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"--weight: {args.weight} is not a file")
     if args.eval_only and args.no_eval:
         raise SystemExit("--eval_only and --no_eval exclude each other")
+    try:
+        parse_answer_templates(args.answer_templates)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     rates = args.sample_rates.split(",")
     if len(rates) != len(args.dataset.split("||")):
         raise SystemExit(
@@ -378,8 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         model = apply_lora(
             model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
         )
-    elif args.trainable == "all" and args.lora_r > 0:
-        logger.info("--trainable all trains every weight directly: LoRA is not used")
+    elif args.lora_r > 0:
+        logger.info("--trainable %s uses no LoRA adapters (--lora_r ignored)", args.trainable)
     trainable = set_trainable(model, args.trainable)
     if args.weight:
         load_weights(model, args.weight)

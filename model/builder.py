@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 NON_LLM_MODULES = ("visual_model", "vision_tower", "mm_projector", "text_hidden_fcs")
 # Trained in full under the original recipe (besides the LoRA adapters).
 LISA_FULLY_TRAINED = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
-TRAINABLE_RECIPES = ("lisa", "all")
+TRAINABLE_RECIPES = ("lisa", "all", "heads")
+# Trained under "heads": the outputs of a frozen LLM (its lm_head, for saying [SEG]) and SAM's side.
+HEADS_TRAINED = ("lm_head", "mask_decoder", "text_hidden_fcs")
 
 
 @dataclass
@@ -88,7 +90,7 @@ def build_lisa_from_flags(
         getattr(flags, f"{name}_loss_weight", default)
         for name, default in (("ce", 1.0), ("dice", 0.5), ("bce", 2.0))
     )
-    return build_lisa(
+    model = build_lisa(
         flags.version,
         tokenizer,
         vision_tower=tower,
@@ -99,6 +101,13 @@ def build_lisa_from_flags(
         loss_weights=weights,
         dtype=dtype,
     )
+    sam_width = model.model.visual_model.prompt_encoder.embed_dim
+    if sam_width != flags.out_dim:
+        raise SystemExit(
+            f"--out_dim {flags.out_dim} differs from the SAM decoder's prompt width {sam_width}; "
+            f"pass --out_dim {sam_width}"
+        )
+    return model
 
 
 def lora_target_names(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
@@ -135,6 +144,8 @@ def set_trainable(model: nn.Module, recipe: str) -> list[str]:
     "lisa" (the original's): LoRA adapters when present, lm_head, embed_tokens, the SAM mask
     decoder and text_hidden_fcs; CLIP, the projector, the SAM image encoder and prompt encoder
     and the LLM's own weights are frozen. "all": every parameter (a model trained from scratch).
+    "heads": lm_head, the SAM mask decoder and text_hidden_fcs; the [SEG] hidden states stay
+    exactly those of the LLM one starts from (the second stage of the quick start).
     """
     if recipe not in TRAINABLE_RECIPES:
         raise ValueError(
@@ -144,6 +155,8 @@ def set_trainable(model: nn.Module, recipe: str) -> list[str]:
     for name, parameter in model.named_parameters():
         if recipe == "all":
             trainable = True
+        elif recipe == "heads":
+            trainable = any(part in name for part in HEADS_TRAINED)
         else:
             trainable = "lora_" in name or any(part in name for part in LISA_FULLY_TRAINED)
         parameter.requires_grad_(trainable)

@@ -65,6 +65,9 @@ class TinyBaseSizes:
     sam_embed_dim: int = 64
     sam_depth: int = 2
     sam_heads: int = 2
+    sam_prompt_embed_dim: int = 256  # SAM decoder width; LISA's --out_dim must equal it
+    sam_decoder_mlp_dim: int = 2048  # hidden width of the SAM decoder's token MLPs
+    sam_iou_head_hidden_dim: int = 256
 
 
 def train_tokenizer(texts: Iterable[str], output_dir: Path, vocab_size: int) -> Path:
@@ -190,6 +193,9 @@ def write_sam(path: Path, sizes: TinyBaseSizes) -> SamConfig:
         encoder_global_attn_indexes=(sizes.sam_depth - 1,),
         image_size=sizes.sam_image_size,
         patch_size=sizes.sam_patch_size,
+        prompt_embed_dim=sizes.sam_prompt_embed_dim,
+        decoder_mlp_dim=sizes.sam_decoder_mlp_dim,
+        iou_head_hidden_dim=sizes.sam_iou_head_hidden_dim,
     )
     torch.save(build_sam(config).state_dict(), path)
     return config

@@ -120,6 +120,14 @@ def run(command: list[str], cwd: Path = REPO, timeout: int = 600) -> str:
     return output
 
 
+def run_failing(command: list[str]) -> str:
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy()
+    )
+    assert result.returncode != 0
+    return result.stdout + result.stderr
+
+
 def latest_tag(checkpoint: Path) -> str | None:
     marker = checkpoint / "latest"
     return marker.read_text().strip() if marker.is_file() else None
@@ -276,6 +284,50 @@ def test_conversion_merge_and_eval_only(trained_run, workspace):
     continued[continued.index("--version") + 1] = str(merged)
     run(launcher() + continued + ["--epochs", "1", "--steps_per_epoch", "1", "--no_eval"])
     assert latest_tag(root / "runs" / "continued" / "ckpt_latest") == "global_step1"
+
+
+def test_heads_stage_trains_only_the_heads_from_a_given_start(workspace):
+    """The quick start's second stage: --weight sets every weight (here: the base's, shifted),
+    --trainable heads changes lm_head, text_hidden_fcs and the mask decoder and nothing else,
+    and --answer_templates is checked before anything is built."""
+    root, _, base = workspace
+    tokenizer = load_tokenizer(str(base["version"]))
+    model = build_lisa(
+        str(base["version"]),
+        tokenizer,
+        vision_tower=str(base["vision_tower"]),
+        vision_pretrained=str(base["vision_pretrained"]),
+    )
+    generator = torch.Generator().manual_seed(0)
+    start = {
+        name: tensor + 0.01 * torch.randn(tensor.shape, generator=generator)
+        if tensor.is_floating_point()
+        else tensor
+        for name, tensor in model.state_dict().items()
+    }
+    torch.save(start, root / "start.bin")
+    args = common_args(workspace, "heads")
+    args[args.index("--lora_r") + 1] = "0"
+    bad = run_failing(
+        launcher() + args + ["--weight", str(root / "start.bin"), "--answer_templates", "Done."]
+    )
+    assert "--answer_templates: 'Done.' must hold [SEG] exactly once" in bad
+    run(
+        launcher()
+        + args
+        + ["--weight", str(root / "start.bin"), "--trainable", "heads"]
+        + ["--answer_templates", "[SEG].", "--epochs", "1", "--steps_per_epoch", "2", "--no_eval"]
+    )
+    run_dir = root / "runs" / "heads"
+    run([sys.executable, "zero_to_fp32.py", ".", "../out.bin"], cwd=run_dir / "ckpt_model")
+    trained = load_state_dict_file(run_dir / "out.bin")
+    heads = ("lm_head", "mask_decoder", "text_hidden_fcs")
+    changed = {name for name, tensor in trained.items() if not torch.equal(tensor, start[name])}
+    assert changed and all(any(part in name for part in heads) for name in changed)
+    for part in heads:
+        assert any(part in name for name in changed), part
+    for part in ("embed_tokens", "layers.0.self_attn", "vision_tower", "image_encoder"):
+        assert any(part in name for name in trained), part
 
 
 def test_two_processes_with_zero3(workspace):

@@ -53,3 +53,21 @@ def test_lora_changes_nothing_before_training(model):
         before = model(input_ids=ids).logits
         after = apply_lora(model, LoraSettings(r=4))(input_ids=ids).logits
     torch.testing.assert_close(before, after)
+
+
+def test_heads_recipe_keeps_the_seg_states_of_the_llm_it_starts_from(model):
+    trained = set_trainable(model, "heads")
+    assert trained
+    for name in trained:
+        assert any(part in name for part in ("lm_head", "mask_decoder", "text_hidden_fcs")), name
+    for part in ("lm_head", "mask_decoder", "text_hidden_fcs"):
+        assert any(part in n for n in trained), part
+    # a step on every trainable weight leaves the LLM's hidden states as they were
+    ids = torch.randint(3, 90, (1, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1)
+        after = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(before, after)

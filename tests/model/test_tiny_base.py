@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import CLIPVisionModel
 
+import train_ds
+from model.builder import build_lisa_from_flags
 from model.LISA import LISAForCausalLM
 from model.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.tokenization import add_lisa_tokens, load_tokenizer, tokenizer_image_token
@@ -18,6 +20,9 @@ SIZES = TinyBaseSizes(
     sam_image_size=128,
     sam_patch_size=8,
     sam_embed_dim=32,
+    sam_prompt_embed_dim=64,
+    sam_decoder_mlp_dim=128,
+    sam_iou_head_hidden_dim=32,
 )
 
 
@@ -62,3 +67,23 @@ def test_lisa_builds_from_the_tiny_base(base):
     assert model.model.visual_model.image_size == SIZES.sam_image_size
     grid = SIZES.sam_image_size // SIZES.sam_patch_size  # 16, not the default patch's 8
     assert model.model.visual_model.image_encoder.pos_embed.shape[1:3] == (grid, grid)
+
+
+def test_sam_decoder_sizes_reach_the_model_and_out_dim_must_match(base):
+    def flags(out_dim):
+        return train_ds.parse_args(
+            [
+                f"--version={base['version']}",
+                f"--vision-tower={base['vision_tower']}",
+                f"--vision_pretrained={base['vision_pretrained']}",
+                f"--out_dim={out_dim}",
+            ]
+        )
+
+    with pytest.raises(SystemExit, match="--out_dim 256 differs .* pass --out_dim 64"):
+        build_lisa_from_flags(flags(256), load_tokenizer(base["version"]), torch.float32)
+    model = build_lisa_from_flags(flags(64), load_tokenizer(base["version"]), torch.float32)
+    decoder = model.model.visual_model.mask_decoder
+    assert model.model.text_hidden_fcs[0][2].out_features == 64
+    assert decoder.transformer.layers[0].mlp.lin1.out_features == SIZES.sam_decoder_mlp_dim
+    assert decoder.iou_prediction_head.layers[0].out_features == SIZES.sam_iou_head_hidden_dim

@@ -15,6 +15,7 @@ from utils.data.bad_samples import MissingSourceError
 from utils.data.hybrid_dataset import HybridDataset, SourceGroup
 from utils.data.label_map_sources import LABEL_MAP_SOURCES
 from utils.data.part_sources import PART_SOURCES
+from utils.data.questions import parse_answer_templates
 from utils.data.reason_seg_source import reason_seg_source
 from utils.data.refer_seg_source import refer_seg_source
 from utils.data.sample_builder import SampleBuilder
@@ -44,6 +45,7 @@ class DataConfig:
     exclude_val: bool = False  # leave the validation images out of every training source
     image_size: int = 1024  # SAM input side
     conv_type: str = "llava_v1"  # conversation template
+    answer_templates: str = ""  # '||'-joined answers of segmentation questions; "": the original's
     seed: int = 0  # base of the training draws
 
     @classmethod
@@ -181,7 +183,10 @@ def build_datasets(
     """
     config = DataConfig.from_args(args)
     builder = SampleBuilder(
-        clip_transform=clip_transform, image_size=config.image_size, conv_template=config.conv_type
+        clip_transform=clip_transform,
+        image_size=config.image_size,
+        conv_template=config.conv_type,
+        answers=parse_answer_templates(config.answer_templates),
     )
     val_sets = build_val_datasets(config, builder) if with_validation or config.exclude_val else []
     excluded = set().union(*(v.image_keys() for v in val_sets)) if config.exclude_val else set()

@@ -117,7 +117,7 @@ class LabelMapSource(TrainingSource):
         names = [self.class_names[class_id] for class_id in present]
         questions, conversations = [], []
         for class_name in names:
-            question, answer = short_question_turn(class_name, rng)
+            question, answer = short_question_turn(class_name, rng, self.builder.answers)
             questions.append(question)
             conversations.append(self.builder.conversation([(question, answer)]))
         masks = label[None, :, :] == present.astype(np.uint8)[:, None, None]  # [n, H, W]

@@ -105,7 +105,7 @@ class PartSource(TrainingSource):
             where = f"{self.name} annotation of {info.path}"
             masks.append(decode_segmentation(segmentation, info.height, info.width, where))
             name = part_phrase(self.categories[category_id], rng)
-            question, answer = short_question_turn(name, rng)
+            question, answer = short_question_turn(name, rng, self.builder.answers)
             names.append(name)
             questions.append(question)
             conversations.append(self.builder.conversation([(question, answer)]))

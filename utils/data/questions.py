@@ -65,10 +65,27 @@ def choose(options: tuple[str, ...], rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def short_question_turn(class_name: str, rng: np.random.Generator) -> tuple[str, str]:
+def short_question_turn(
+    class_name: str, rng: np.random.Generator, answers: tuple[str, ...] = ANSWER_LIST
+) -> tuple[str, str]:
     """(question, answer) asking for the mask of a class name or short expression.
 
-    The name is lower-cased as the original does for every short question.
+    The name is lower-cased as the original does for every short question; the answer is one
+    of ``answers`` (templates holding one ``[SEG]``).
     """
     question = choose(SHORT_QUESTION_LIST, rng).format(class_name=class_name.lower())
-    return question, choose(ANSWER_LIST, rng)
+    return question, choose(answers, rng)
+
+
+def parse_answer_templates(value: str) -> tuple[str, ...]:
+    """``--answer_templates``: templates joined by '||' (empty: the original's ANSWER_LIST).
+
+    Raises ValueError naming the flag when a template does not hold exactly one [SEG].
+    """
+    if not value.strip():
+        return ANSWER_LIST
+    templates = tuple(t.strip() for t in value.split("||") if t.strip())
+    for template in templates:
+        if template.count(SEG_TOKEN) != 1:
+            raise ValueError(f"--answer_templates: {template!r} must hold {SEG_TOKEN} exactly once")
+    return templates

@@ -29,7 +29,6 @@ from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.image_keys import image_key
 from utils.data.questions import (
-    ANSWER_LIST,
     EXPLANATORY_QUESTION_LIST,
     LONG_QUESTION_LIST,
     SHORT_QUESTION_LIST,
@@ -174,9 +173,9 @@ class ReasonSegSource(TrainingSource):
             else:
                 question = choose(SHORT_QUESTION_LIST, rng).format(class_name=text.lower())
             if kind == AnswerKind.SEG:
-                answer = choose(ANSWER_LIST, rng)
+                answer = choose(self.builder.answers, rng)
             elif kind == AnswerKind.SEG_AND_EXPLANATION:
-                answer = f"{choose(ANSWER_LIST, rng)} {explanation}"
+                answer = f"{choose(self.builder.answers, rng)} {explanation}"
                 question = f"{DEFAULT_IMAGE_TOKEN}\n{text} {choose(EXPLANATORY_QUESTION_LIST, rng)}"
             else:
                 question, answer = f"{DEFAULT_IMAGE_TOKEN}\n{text}", explanation

@@ -58,7 +58,7 @@ class ReferSegSource(TrainingSource):
         texts, questions, conversations, masks = [], [], [], []
         for expression in expressions:
             text = expression.text.strip()
-            question, answer = short_question_turn(text, rng)
+            question, answer = short_question_turn(text, rng, self.builder.answers)
             texts.append(text)
             questions.append(question)
             conversations.append(self.builder.conversation([(question, answer)]))

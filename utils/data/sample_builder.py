@@ -18,6 +18,7 @@ import torch
 from utils.collate import Sample
 from utils.conversation import Conversation, get_conv_template
 from utils.data.bad_samples import BadSampleError, SkipReason
+from utils.data.questions import ANSWER_LIST
 from utils.transforms import ClipTransform, SamTransform, load_image
 
 
@@ -30,6 +31,8 @@ class SampleBuilder:
         image_size: side of SAM's square input (``--image_size``, 1024 for SAM).
         conv_template: a template name (``llava_v1``, ``llava_llama_2``) or a
             :class:`Conversation`; its messages are ignored.
+        answers: the answer templates of segmentation questions (each holds one ``[SEG]``);
+            the original's five by default.
     """
 
     def __init__(
@@ -38,7 +41,9 @@ class SampleBuilder:
         clip_transform: ClipTransform,
         image_size: int = 1024,
         conv_template: str | Conversation = "llava_v1",
+        answers: Sequence[str] = ANSWER_LIST,
     ) -> None:
+        self.answers = tuple(answers)
         self.clip = clip_transform
         self.sam = SamTransform(image_size)
         template = (

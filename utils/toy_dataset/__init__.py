@@ -10,8 +10,10 @@ unchanged::
     ade20k/images/training/ADE_train_%08d.jpg
     ade20k/annotations/training/ADE_train_%08d.png    class position + 1, 0 = other
     coco/train2017/%012d.jpg                          COCO-Stuff, PACO-LVIS, LLaVA pictures
+    coco/train2017/reason_seg_train_%06d.jpg          copies of the ReasonSeg training pictures
     cocostuff/train2017/%012d.png                     class position, 255 = unlabeled
     llava_dataset/llava_instruct_150k.json
+    llava_dataset/reason_seg_targets.json             ReasonSeg training queries answered in words
     mapillary/config_v2.0.json
     mapillary/training/images/toy%07d.jpg
     mapillary/training/v2.0/labels/toy%07d.png        palette PNG, label index

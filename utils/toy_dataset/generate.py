@@ -10,7 +10,11 @@ from pathlib import Path
 from utils.toy_dataset.output import MARKER_FILE, DatasetWriter, ToyDatasetError, claim_output_dir
 from utils.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
 from utils.toy_dataset.write_coco import write_coco_sources
-from utils.toy_dataset.write_reason_seg import write_explanatory, write_reason_seg_split
+from utils.toy_dataset.write_reason_seg import (
+    write_explanatory,
+    write_reason_seg_split,
+    write_reason_seg_targets,
+)
 from utils.toy_dataset.write_refer_seg import (
     MIN_REFER_IMAGES,
     write_coco_refer_datasets,
@@ -123,6 +127,7 @@ def make_toy_dataset(
         counts[f"ReasonSeg|{split}"] = len(items)
         if split == "train":
             counts["ReasonSeg explanatory"] = write_explanatory(writer, items)
+            counts["reason_seg_targets"] = write_reason_seg_targets(writer, items)
     counts |= write_coco_refer_datasets(writer, seed, image_size, range(1, num_refer + 1))
     counts |= write_refclef(writer, seed, image_size, num_refer)
     counts["ade20k"] = write_ade20k(writer, seed, image_size, num_sem_seg)

@@ -1,5 +1,6 @@
 """The toy ReasonSeg: ``reason_seg/ReasonSeg/{train,val,test}/*.jpg`` + labelme-style ``*.json``,
-and ``reason_seg/ReasonSeg/explanatory/train.json``.
+and ``reason_seg/ReasonSeg/explanatory/train.json``; also ``llava_dataset/reason_seg_targets.json``
+(the training queries answered in words, for a LLaVA that has yet to learn to see the targets).
 
 Each json holds ``text`` (1..3 paraphrases of one query), ``is_sentence`` and ``shapes``: the
 target polygon (label "target"); on some images the polygon of a faded look-alike shape, which
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from utils.data.questions import LONG_QUESTION_LIST, SHORT_QUESTION_LIST
 from utils.toy_dataset.output import DatasetWriter
 from utils.toy_dataset.queries import QUERY_KINDS, QueryKind, ReasoningQuery, sample_query
 from utils.toy_dataset.sampling import canvas_size, item_rng
@@ -24,6 +27,8 @@ REASON_SEG_DIR = "reason_seg/ReasonSeg"
 IGNORE_SHARE = 0.25  # images with a faded, ambiguous shape marked "ignore"
 FLAG_SHARE = 0.1  # images with a "flag" polygon
 EXPLANATORY_SHARE = 0.5  # training images listed in explanatory/train.json
+TARGETS_JSON = "llava_dataset/reason_seg_targets.json"
+TARGETS_IMAGE_DIR = "coco/train2017"  # where the LLaVA-format readers look for pictures
 MAX_TEXTS = 3  # paraphrases per image (the original has 1..5)
 
 
@@ -34,6 +39,7 @@ class ReasonSegItem:
     image_name: str  # "train_000012.jpg"
     query: ReasoningQuery
     explained: bool  # listed in explanatory/train.json (training split only)
+    target_name: str  # "red circle"
 
 
 def _polygon_entry(label: str, polygon: np.ndarray) -> dict[str, Any]:
@@ -115,7 +121,8 @@ def write_reason_seg_split(
         writer.write_jpeg(f"{REASON_SEG_DIR}/{split}/{stem}.jpg", draw_scene(scene))
         annotation = reason_seg_annotation(scene, query, f"{stem}.jpg", flag_on)
         writer.write_json(f"{REASON_SEG_DIR}/{split}/{stem}.json", annotation)
-        items.append(ReasonSegItem(f"{stem}.jpg", query, explained))
+        target_name = scene.shapes[query.target].name
+        items.append(ReasonSegItem(f"{stem}.jpg", query, explained, target_name))
     return items
 
 
@@ -128,4 +135,43 @@ def write_explanatory(writer: DatasetWriter, train_items: list[ReasonSegItem]) -
         if item.explained
     ]
     writer.write_json(f"{REASON_SEG_DIR}/explanatory/train.json", entries)
+    return len(entries)
+
+
+def write_reason_seg_targets(writer: DatasetWriter, train_items: list[ReasonSegItem]) -> int:
+    """``llava_dataset/reason_seg_targets.json``: every training query, in every question template
+    LISA trains with, answered with the target's name ("red circle."); LLaVA-Instruct format, the
+    pictures copied to ``coco/train2017/reason_seg_<stem>.jpg``. Returns how many conversations.
+
+    The questions are exactly the ones the ReasonSeg reader asks, so a model trained on this file
+    (``train_ds.py --dataset vqa --vqa_data reason_seg_targets``) names the target from the state
+    that later predicts ``[SEG]``.
+    """
+    entries = []
+    for item in train_items:
+        image_name = f"reason_seg_{item.image_name}"
+        source = writer.root / REASON_SEG_DIR / "train" / item.image_name
+        writer.write_bytes(f"{TARGETS_IMAGE_DIR}/{image_name}", source.read_bytes())
+        if item.query.is_sentence:
+            questions = [
+                t.format(sent=text) for text in item.query.texts for t in LONG_QUESTION_LIST
+            ]
+        else:
+            questions = [
+                t.format(class_name=text.lower())
+                for text in item.query.texts
+                for t in SHORT_QUESTION_LIST
+            ]
+        for question in questions:
+            entries.append(
+                {
+                    "id": f"{Path(item.image_name).stem}_{len(entries)}",
+                    "image": image_name,
+                    "conversations": [
+                        {"from": "human", "value": question},
+                        {"from": "gpt", "value": f"{item.target_name}."},
+                    ],
+                }
+            )
+    writer.write_json(TARGETS_JSON, entries)
     return len(entries)

@@ -9,6 +9,7 @@ from utils.data.questions import (
     EXPLANATORY_QUESTION_LIST,
     LONG_QUESTION_LIST,
     SHORT_QUESTION_LIST,
+    parse_answer_templates,
     short_question_turn,
     validation_question,
 )
@@ -71,3 +72,18 @@ def test_train_forward_conversations_come_from_the_templates(tiny_cases_dir):
         build_conversation(two_rounds, "llava_v1"),
         build_conversation([explained], "llava_v1"),
     ]
+
+
+def test_answer_templates_flag():
+    assert parse_answer_templates("") == ANSWER_LIST
+    assert parse_answer_templates("[SEG].") == ("[SEG].",)
+    assert parse_answer_templates(" It is [SEG]. || [SEG]. ") == ("It is [SEG].", "[SEG].")
+    for bad in ("It is done.", "[SEG] and [SEG]."):
+        with pytest.raises(ValueError, match="--answer_templates"):
+            parse_answer_templates(bad)
+
+
+def test_short_questions_answer_with_the_given_templates():
+    rng = np.random.default_rng(0)
+    answers = {short_question_turn("cat", rng, ("[SEG].",))[1] for _ in range(20)}
+    assert answers == {"[SEG]."}

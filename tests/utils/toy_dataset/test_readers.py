@@ -81,3 +81,21 @@ def test_excluding_validation_images_drops_the_shared_coco_photos(toy_dir, build
         config, builder, samples_per_epoch=1, exclude_images=val_set.image_keys()
     )
     assert excluded.source_sizes()["cocostuff"] < everything.source_sizes()["cocostuff"]
+
+
+def test_every_segmentation_source_answers_with_the_given_templates(toy_dir):
+    """--answer_templates reaches every source that asks for a mask."""
+    clip = ClipTransform(shortest_edge=32, crop_size=(32, 32))
+    answer = f"Look: {SEG_TOKEN}."
+    builder = SampleBuilder(clip_transform=clip, image_size=128, answers=(answer,))
+    config = DataConfig(dataset_dir=str(toy_dir), **EVERY_SOURCE)
+    dataset = build_train_dataset(config, builder, samples_per_epoch=16)
+    seen = set()
+    for group in dataset.groups:
+        for source in group.sources:
+            for draw in range(DRAWS_PER_SOURCE):
+                for conversation in source.sample(np.random.default_rng(draw)).conversations:
+                    if SEG_TOKEN in conversation:
+                        assert f"ASSISTANT: {answer}" in conversation, source.name
+                        seen.add(source.name)
+    assert {"ade20k", "pascal_part", "refcoco", "ReasonSeg|train"} <= seen

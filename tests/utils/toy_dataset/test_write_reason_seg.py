@@ -6,6 +6,8 @@ import pytest
 from PIL import Image
 
 from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
+from utils.data.reason_seg_source import reason_seg_source
+from utils.data.sample_builder import SampleBuilder
 from utils.reason_seg import IGNORE_VALUE, TARGET_VALUE, load_annotation, render_mask
 from utils.toy_dataset.scene import COLOURS, polygon_mask
 from utils.toy_dataset.write_reason_seg import (
@@ -13,6 +15,7 @@ from utils.toy_dataset.write_reason_seg import (
     reason_seg_annotation,
     reason_seg_example,
 )
+from utils.transforms import ClipTransform
 
 SPLITS = {"train": "num_train", "val": "num_val", "test": "num_test"}
 
@@ -116,3 +119,43 @@ def test_explanations_belong_to_training_images_and_their_queries(toy_dir):
         assert image.is_file()
         assert entry["query"] == load_annotation(image.with_suffix(".json")).texts[0]
         assert entry["outputs"].endswith(".") and "[SEG]" not in entry["outputs"]
+
+
+def test_target_conversations_ask_as_the_reader_asks_and_answer_the_target(toy_dir):
+    """reason_seg_targets.json: each training request, in the words the ReasonSeg reader uses,
+    answered with the name of the shape its mask covers; the picture is the training picture."""
+    entries = json.loads((toy_dir / "llava_dataset/reason_seg_targets.json").read_text())
+    by_image = {}
+    for entry in entries:
+        by_image.setdefault(entry["image"], []).append(entry["conversations"])
+    train = split_items(toy_dir, "train")
+    assert len(by_image) == len(train)
+    clip = ClipTransform(shortest_edge=32, crop_size=(32, 32))
+    reader = reason_seg_source(
+        toy_dir,
+        "ReasonSeg|train",
+        SampleBuilder(clip_transform=clip, image_size=96, answers=("NAME.",)),
+        num_classes_per_sample=1,
+        explanatory=-1,
+        exclude=(),
+    )
+    for index, image_path, annotation in train[:8]:
+        copy = toy_dir / "coco/train2017" / f"reason_seg_{image_path.name}"
+        assert copy.read_bytes() == image_path.read_bytes()
+        conversations = by_image[copy.name]
+        picture = np.asarray(Image.open(image_path).convert("RGB"))
+        rendered = render_mask(annotation, *picture.shape[:2]) == TARGET_VALUE
+        colour = np.median(picture[rendered], axis=0)
+        seen_colour = min(COLOURS, key=lambda name: np.abs(colour - COLOURS[name]).sum())
+        reader_questions = {
+            reader.sample_at(index, np.random.default_rng(draw)).questions[0]
+            for draw in range(150)  # 12 wordings at most: all are drawn
+        }
+        asked = set()
+        for question, answer in conversations:
+            assert (question["from"], answer["from"]) == ("human", "gpt")
+            assert answer["value"].split()[0] == seen_colour and answer["value"].endswith(".")
+            assert question["value"] in reader_questions
+            asked.add(question["value"])
+        assert asked == reader_questions  # every wording the reader uses, each once
+        assert len(conversations) == len(asked)
