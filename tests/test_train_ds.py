@@ -289,7 +289,8 @@ def test_conversion_merge_and_eval_only(trained_run, workspace):
 def test_heads_stage_trains_only_the_heads_from_a_given_start(workspace):
     """The quick start's second stage: --weight sets every weight (here: the base's, shifted),
     --trainable heads changes lm_head, text_hidden_fcs and the mask decoder and nothing else,
-    and --answer_templates is checked before anything is built."""
+    and --answer_templates is checked before anything is built. (The first optimizer step runs
+    at learning rate 0, the start of the warm-up: three steps.)"""
     root, _, base = workspace
     tokenizer = load_tokenizer(str(base["version"]))
     model = build_lisa(
@@ -316,7 +317,7 @@ def test_heads_stage_trains_only_the_heads_from_a_given_start(workspace):
         launcher()
         + args
         + ["--weight", str(root / "start.bin"), "--trainable", "heads"]
-        + ["--answer_templates", "[SEG].", "--epochs", "1", "--steps_per_epoch", "2", "--no_eval"]
+        + ["--answer_templates", "[SEG].", "--epochs", "1", "--steps_per_epoch", "3", "--no_eval"]
     )
     run_dir = root / "runs" / "heads"
     run([sys.executable, "zero_to_fp32.py", ".", "../out.bin"], cwd=run_dir / "ckpt_model")
