@@ -212,8 +212,9 @@ cat <<EOF
 outputs in $OUT:
   dataset/               toy dataset (python -m utils.toy_dataset)
   base/                  tiny LLaVA base (llava/), CLIP (clip/), SAM checkpoint (sam_tiny.pth)
-  runs/$EXP-naming/ stage 1 (naming): TensorBoard events, checkpoints, pytorch_model.bin
-  runs/$EXP/       stage 2: TensorBoard events, ckpt_model/ (best), ckpt_latest/, best.json, pytorch_model.bin
+  runs/$EXP-naming/  naming stage: TensorBoard events, checkpoints, pytorch_model.bin
+  runs/$EXP/         LISA stage: TensorBoard events, ckpt_model/ (best), ckpt_latest/,
+                         best.json, pytorch_model.bin
   model/                 merged Hugging Face model directory (chat.py / predict.py --version)
   predictions/           one .npy mask stack per val image (predict.py)
   eval.json              eval_mask.py report
