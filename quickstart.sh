@@ -6,7 +6,7 @@
 #   QUICKSTART_DIR=/tmp/qs bash quickstart.sh   # outputs elsewhere (default runs/quickstart)
 #
 # Every stage is the command a researcher runs at full scale, with toy-sized arguments:
-#   1. toy dataset            python -m utils.toy_dataset (colour requests only)
+#   1. toy dataset            python -m utils.toy_dataset (requests by colour)
 #   2. tiny base              python -m model.tiny_base (tokenizer trained on the toy texts)
 #   3. naming                 deepspeed ... train_ds.py --dataset vqa: the tiny LLaVA learns to
 #                             answer each ReasonSeg request with the target's name, as a LLaVA base
@@ -34,11 +34,11 @@ export PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # --- the preset (README, "What the quick start reaches", says why) ---
-# The toy ReasonSeg asks for its targets by colour only: a from-scratch tiny LLaVA does not learn
-# to find a target from the picture on two CPU cores in minutes, but it learns to read the colour
-# from the request.
+# The toy ReasonSeg asks for its targets by colour, directly or through something of that colour
+# ("the colour of a banana"): a from-scratch tiny LLaVA does not learn to find a target from the
+# picture on two CPU cores in minutes, but it learns to read the colour from the request.
 DATA_ARGS=(--num_train 1000 --num_val 100 --num_test 10 --num_refer 200 --num_sem_seg 200
-           --query_kinds colour)
+           --query_kinds colour,colour_knowledge)
 # SAM at 128 px with 8 px patches (a 16 x 16 image embedding, as fine as the toy shapes need) and a
 # 128-wide decoder; --out_dim follows it.
 BASE_ARGS=(--sam_image_size 128 --sam_patch_size 8 --sam_prompt_embed_dim 128
@@ -48,7 +48,7 @@ EPOCHS=3
 STEPS_PER_EPOCH=500
 if [ "$FAST" = 1 ]; then
     DATA_ARGS=(--num_train 40 --num_val 8 --num_test 2 --num_refer 10 --num_sem_seg 10
-               --query_kinds colour)
+               --query_kinds colour,colour_knowledge)
     NAMING_STEPS=4
     EPOCHS=1
     STEPS_PER_EPOCH=4
@@ -88,6 +88,7 @@ TRAIN_ARGS=(
 started=$(date +%s)
 stage_start=$started
 declare -a TIMES=()
+trap 'echo "quickstart.sh: the ${STAGE:-set-up} stage failed (exit $?); see the lines above." >&2' ERR
 stage() {  # stage NAME: closes the previous stage's timer and announces the next
     local now
     now=$(date +%s)
@@ -175,7 +176,9 @@ python eval_mask.py \
     --output_json="$OUT/eval.json"
 
 stage "chat"
-image=$(ls "$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg | head -n 1)
+# (a glob, not "ls | head": under pipefail, ls killed by SIGPIPE would end the script)
+val_images=("$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg)
+image=${val_images[0]}
 # A sentence query is asked as it is; a short one ("red shape") inside a request.
 prompt=$(python -c '
 import json, sys
