@@ -2,7 +2,8 @@
 
 Covers: training with validation and checkpoints, TensorBoard scalars, the original README's
 zero_to_fp32 command, the LoRA merge (merged outputs equal the trained weights'), --eval_only on the
-merged model, a 2-process run, and a run killed with SIGKILL that resumes to the same result.
+merged model, the quick start's second stage (--weight, --trainable heads, --answer_templates), a
+2-process run, and a run killed with SIGKILL that resumes to the same result.
 """
 
 import json
