@@ -117,32 +117,26 @@ BASE=$OUT/base/llava
 CLIP=$OUT/base/clip
 SAM=$OUT/base/sam_tiny.pth
 
-free_port() {
-    python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+train() {  # train EXP_NAME ARGS...: one train_ds.py run from the tiny base, on a free port
+    local port
+    port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    deepspeed --master_addr 127.0.0.1 --master_port "$port" train_ds.py \
+        --version="$BASE" \
+        --vision-tower="$CLIP" \
+        --vision_pretrained="$SAM" \
+        --dataset_dir="$OUT/dataset" \
+        --log_base_dir="$OUT/runs" \
+        --exp_name="$1" \
+        "${COMMON_ARGS[@]}" "${@:2}"
 }
 
 stage "naming"
-deepspeed --master_addr 127.0.0.1 --master_port "$(free_port)" train_ds.py \
-    --version="$BASE" \
-    --vision-tower="$CLIP" \
-    --vision_pretrained="$SAM" \
-    --dataset_dir="$OUT/dataset" \
-    --log_base_dir="$OUT/runs" \
-    --exp_name="$EXP-naming" \
-    "${COMMON_ARGS[@]}" "${NAMING_ARGS[@]}"
+train "$EXP-naming" "${NAMING_ARGS[@]}"
 NAMED=$OUT/runs/$EXP-naming
 (cd "$NAMED/ckpt_model" && python zero_to_fp32.py . ../pytorch_model.bin)
 
 stage "training"
-deepspeed --master_addr 127.0.0.1 --master_port "$(free_port)" train_ds.py \
-    --version="$BASE" \
-    --vision-tower="$CLIP" \
-    --vision_pretrained="$SAM" \
-    --weight="$NAMED/pytorch_model.bin" \
-    --dataset_dir="$OUT/dataset" \
-    --log_base_dir="$OUT/runs" \
-    --exp_name="$EXP" \
-    "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}"
+train "$EXP" --weight="$NAMED/pytorch_model.bin" "${TRAIN_ARGS[@]}"
 RUN=$OUT/runs/$EXP
 
 stage "consolidation"

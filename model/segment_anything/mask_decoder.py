@@ -154,8 +154,7 @@ class MaskDecoder(nn.Module):
             dim=1,
         )  # [n, M, D/8]
         b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.flatten(2)).view(
-            b, self.num_mask_tokens, h, w
-        )  # [n, M, 4h, 4w]
+        # [n, M, 4h, 4w]
+        masks = (hyper_in @ upscaled.flatten(2)).view(b, self.num_mask_tokens, h, w)
         iou_pred = self.iou_prediction_head(iou_token_out)  # [n, M]
         return masks, iou_pred

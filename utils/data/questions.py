@@ -65,6 +65,14 @@ def choose(options: tuple[str, ...], rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def segmentation_questions(text: str, is_sentence: bool) -> tuple[str, ...]:
+    """Every wording of the training question asking for the mask of ``text``: the long templates
+    around a ReasonSeg sentence, the short ones around a lower-cased class name or phrase."""
+    if is_sentence:
+        return tuple(template.format(sent=text) for template in LONG_QUESTION_LIST)
+    return tuple(template.format(class_name=text.lower()) for template in SHORT_QUESTION_LIST)
+
+
 def short_question_turn(
     class_name: str, rng: np.random.Generator, answers: tuple[str, ...] = ANSWER_LIST
 ) -> tuple[str, str]:
@@ -73,8 +81,7 @@ def short_question_turn(
     The name is lower-cased as the original does for every short question; the answer is one
     of ``answers`` (templates holding one ``[SEG]``).
     """
-    question = choose(SHORT_QUESTION_LIST, rng).format(class_name=class_name.lower())
-    return question, choose(answers, rng)
+    return choose(segmentation_questions(class_name, False), rng), choose(answers, rng)
 
 
 def parse_answer_templates(value: str) -> tuple[str, ...]:

@@ -30,9 +30,8 @@ from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReaso
 from utils.data.image_keys import image_key
 from utils.data.questions import (
     EXPLANATORY_QUESTION_LIST,
-    LONG_QUESTION_LIST,
-    SHORT_QUESTION_LIST,
     choose,
+    segmentation_questions,
 )
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
@@ -168,10 +167,7 @@ class ReasonSegSource(TrainingSource):
         kind, explanation = self._answer_kind(image_path, rng)
         questions, conversations = [], []
         for text in texts:
-            if annotation.is_sentence:
-                question = choose(LONG_QUESTION_LIST, rng).format(sent=text)
-            else:
-                question = choose(SHORT_QUESTION_LIST, rng).format(class_name=text.lower())
+            question = choose(segmentation_questions(text, annotation.is_sentence), rng)
             if kind == AnswerKind.SEG:
                 answer = choose(self.builder.answers, rng)
             elif kind == AnswerKind.SEG_AND_EXPLANATION:

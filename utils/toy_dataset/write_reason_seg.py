@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.data.questions import LONG_QUESTION_LIST, SHORT_QUESTION_LIST
+from utils.data.questions import segmentation_questions
 from utils.toy_dataset.output import DatasetWriter
 from utils.toy_dataset.queries import QUERY_KINDS, QueryKind, ReasoningQuery, sample_query
 from utils.toy_dataset.sampling import canvas_size, item_rng
@@ -152,16 +152,11 @@ def write_reason_seg_targets(writer: DatasetWriter, train_items: list[ReasonSegI
         image_name = f"reason_seg_{item.image_name}"
         source = writer.root / REASON_SEG_DIR / "train" / item.image_name
         writer.write_bytes(f"{TARGETS_IMAGE_DIR}/{image_name}", source.read_bytes())
-        if item.query.is_sentence:
-            questions = [
-                t.format(sent=text) for text in item.query.texts for t in LONG_QUESTION_LIST
-            ]
-        else:
-            questions = [
-                t.format(class_name=text.lower())
-                for text in item.query.texts
-                for t in SHORT_QUESTION_LIST
-            ]
+        questions = [
+            question
+            for text in item.query.texts
+            for question in segmentation_questions(text, item.query.is_sentence)
+        ]
         for question in questions:
             entries.append(
                 {
