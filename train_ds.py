@@ -36,6 +36,7 @@ from model.builder import (
     set_trainable,
     unwrap_lisa,
 )
+from model.config import LisaConfig
 from model.loading import resolve_dtype
 from utils.checkpointing import (
     find_resume_checkpoint,
@@ -46,9 +47,16 @@ from utils.checkpointing import (
 from utils.collate import collate_fn
 from utils.console import quiet_libraries
 from utils.data import build_datasets
+from utils.data.bad_samples import MissingSourceError
+from utils.data.build import DataConfig, check_data_flags
 from utils.data.questions import parse_answer_templates
-from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
+from utils.deepspeed_config import (
+    build_deepspeed_config,
+    check_deepspeed_config,
+    load_deepspeed_config,
+)
 from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
+from utils.errors import UsageError
 from utils.metrics import (
     CUMULATIVE_EPSILON,
     intersection_and_union,
@@ -169,32 +177,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """User mistakes that would otherwise surface as a traceback deep inside a library."""
+def check_args(args: argparse.Namespace) -> dict | None:
+    """Every flag and input file, before anything is built; one sentence per mistake.
+
+    Returns the user's DeepSpeed config (--deepspeed_config) when one is given.
+
+    Raises:
+        UsageError: the flag or file and what was expected.
+    """
     if args.load_in_8bit or args.load_in_4bit:
-        raise SystemExit(
+        raise UsageError(
             "--load_in_8bit / --load_in_4bit are for inference (chat.py); train in bf16, fp16 or fp32"
         )
-    if not Path(args.version).exists():
-        raise SystemExit(
-            f"--version: {args.version} is not a local directory (a LLaVA base or a LISA checkpoint)"
-        )
-    if args.vision_pretrained != "PATH_TO_SAM_ViT-H" and not Path(args.vision_pretrained).is_file():
-        raise SystemExit(
-            f"--vision_pretrained: {args.vision_pretrained} is not a file (e.g. sam_vit_h_4b8939.pth)"
-        )
-    if args.weight and not Path(args.weight).is_file():
-        raise SystemExit(f"--weight: {args.weight} is not a file")
+    _check_numbers(args)
+    _check_paths(args)
     if args.eval_only and args.no_eval:
-        raise SystemExit("--eval_only and --no_eval exclude each other")
+        raise UsageError("--eval_only and --no_eval exclude each other")
     try:
         parse_answer_templates(args.answer_templates)
     except ValueError as error:
-        raise SystemExit(str(error)) from None
-    rates = args.sample_rates.split(",")
-    if len(rates) != len(args.dataset.split("||")):
-        raise SystemExit(
-            f"--sample_rates {args.sample_rates!r} needs one rate per --dataset entry ({args.dataset!r})"
+        raise UsageError(str(error)) from None
+    check_data_flags(DataConfig.from_args(args), training=not args.eval_only)
+    if not args.deepspeed_config:
+        return None
+    return check_deepspeed_config(
+        load_deepspeed_config(args.deepspeed_config),
+        args.deepspeed_config,
+        micro_batch_size=args.batch_size,
+        grad_accumulation_steps=args.grad_accumulation_steps,
+    )
+
+
+POSITIVE_INTS = (
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "grad_accumulation_steps",
+    "val_batch_size",
+    "model_max_length",
+    "out_dim",
+    "print_freq",
+)
+NON_NEGATIVE_INTS = ("workers", "lora_r", "save_steps", "start_epoch")
+NON_NEGATIVE_FLOATS = ("lr", "ce_loss_weight", "dice_loss_weight", "bce_loss_weight")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in POSITIVE_INTS:
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name in NON_NEGATIVE_INTS:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    for name in NON_NEGATIVE_FLOATS:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name} must be a finite number >= 0, got {value}")
+    for name in ("beta1", "beta2", "lora_dropout"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise UsageError(f"--{name} must be within [0, 1), got {getattr(args, name)}")
+    if args.lora_r > 0 and args.trainable == "lisa":
+        if args.lora_alpha <= 0:
+            raise UsageError(f"--lora_alpha must be positive, got {args.lora_alpha}")
+        if not [name for name in args.lora_target_modules.split(",") if name.strip()]:
+            raise UsageError("--lora_target_modules is empty (e.g. q_proj,v_proj)")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if not Path(args.version).is_dir():
+        raise UsageError(
+            f"--version: {args.version} is not a local directory (a LLaVA base or a LISA checkpoint)"
+        )
+    if not (Path(args.version) / "config.json").is_file():
+        raise UsageError(f"--version: {args.version} has no config.json")
+    if args.vision_pretrained != "PATH_TO_SAM_ViT-H" and not Path(args.vision_pretrained).is_file():
+        raise UsageError(
+            f"--vision_pretrained: {args.vision_pretrained} is not a file (e.g. sam_vit_h_4b8939.pth)"
+        )
+    if args.weight:
+        check_state_dict_file(args.weight, "--weight")
+
+
+def check_state_dict_file(path: str, flag: str) -> None:
+    """A readable file of named tensors (safetensors, or a torch file of a dict of tensors)."""
+    from model.checkpoint_files import read_tensor_shapes
+
+    if not Path(path).is_file():
+        raise UsageError(f"{flag}: {path} is not a file")
+    try:
+        shapes = read_tensor_shapes(path)
+    except Exception:  # any unreadable or unsafe file: the sentence below says what is expected
+        shapes = {}
+    if not shapes:
+        raise UsageError(
+            f"{flag}: {path} is not a state dict (a safetensors file, or a torch file holding a "
+            "dict of tensor names to tensors, e.g. zero_to_fp32.py's pytorch_model.bin)"
         )
 
 
@@ -226,12 +303,23 @@ class MicroBatchSampler(Sampler[int]):
             k += 1
 
 
+def base_tower_path(version: str) -> str | None:
+    """The CLIP directory that --version's config.json names."""
+    try:
+        return LisaConfig.from_pretrained(version).vision_tower_path
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(
+            f"--version: {Path(version) / 'config.json'} is not a readable model config "
+            f"({type(error).__name__})"
+        ) from None
+
+
 def clip_transform_for(args: argparse.Namespace, tower_path: str | None) -> ClipTransform:
     """CLIP preprocessing from the vision tower directory (--vision-tower, else the base's config)."""
     for candidate in (args.vision_tower, tower_path):
         if candidate and (Path(candidate) / "preprocessor_config.json").is_file():
             return ClipTransform.from_pretrained(candidate)
-    raise SystemExit(
+    raise UsageError(
         f"--vision-tower: no preprocessor_config.json in {args.vision_tower} or {tower_path}; "
         "pass the local CLIP directory"
     )
@@ -367,7 +455,7 @@ def validate_all(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_libraries(logging.INFO)
-    check_args(args)
+    user_ds_config = check_args(args)
     info = init_distributed()
     torch.manual_seed(args.seed)
     if not info.is_main:
@@ -380,6 +468,16 @@ def main(argv: list[str] | None = None) -> None:
     if info.is_main:
         log_dir.mkdir(parents=True, exist_ok=True)
 
+    # --- data (before the model: a data mistake costs no model build) ---
+    samples_per_epoch = (
+        args.batch_size * args.grad_accumulation_steps * args.steps_per_epoch * info.world_size
+    )
+    train_dataset, val_datasets = build_datasets(
+        args,
+        clip_transform=clip_transform_for(args, base_tower_path(args.version)),
+        samples_per_epoch=samples_per_epoch,
+        with_validation=not args.no_eval,
+    )
     # --- model ---
     tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
     model = build_lisa_from_flags(args, tokenizer, dtype)
@@ -401,16 +499,6 @@ def main(argv: list[str] | None = None) -> None:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
 
-    # --- data ---
-    samples_per_epoch = (
-        args.batch_size * args.grad_accumulation_steps * args.steps_per_epoch * info.world_size
-    )
-    train_dataset, val_datasets = build_datasets(
-        args,
-        clip_transform=clip_transform_for(args, lisa.config.vision_tower_path),
-        samples_per_epoch=samples_per_epoch,
-        with_validation=not args.no_eval,
-    )
     collate = partial(
         collate_fn,
         tokenizer=tokenizer,
@@ -441,8 +529,8 @@ def main(argv: list[str] | None = None) -> None:
 
     total_steps = args.epochs * args.steps_per_epoch
     on_cpu = info.device.type == "cpu"
-    if args.deepspeed_config:
-        ds_config = load_deepspeed_config(args.deepspeed_config)
+    if user_ds_config is not None:
+        ds_config = user_ds_config
     else:
         ds_config = build_deepspeed_config(
             micro_batch_size=args.batch_size,
@@ -604,8 +692,17 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
         )
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> int:
+    """main() with a user's mistake shown as one line (exit status 2), never a traceback."""
     try:
-        main(sys.argv[1:])
+        main(argv)
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    except (UsageError, MissingSourceError) as error:
+        print(f"train_ds.py: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -15,6 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from model.LISA import LISAForCausalLM
+from utils.errors import UsageError
 from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def build_lisa_from_flags(
     )
     sam_width = model.model.visual_model.prompt_encoder.embed_dim
     if sam_width != flags.out_dim:
-        raise SystemExit(
+        raise UsageError(
             f"--out_dim {flags.out_dim} differs from the SAM decoder's prompt width {sam_width}; "
             f"pass --out_dim {sam_width}"
         )

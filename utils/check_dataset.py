@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
-from utils.data.build import DataConfig, build_source, requested_sources
+from utils.data.build import DataConfig, build_source, check_data_flags, requested_sources
 from utils.data.sample_builder import SampleBuilder
 from utils.data.val_dataset import ValDataset
 from utils.transforms import ClipTransform
@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--limit must be 0 (every item) or positive.")
         return 1
     try:
+        check_data_flags(config)  # the checks train_ds.py makes before building anything
         reports = check(config, limit)
     except ValueError as error:  # malformed flags
         print(error)

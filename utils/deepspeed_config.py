@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from utils.errors import UsageError
+
 WARMUP_STEPS = 100
 
 
@@ -58,11 +60,45 @@ def build_deepspeed_config(
 
 
 def load_deepspeed_config(path: str | Path) -> dict[str, Any]:
-    """A user's DeepSpeed json, used instead of the generated one."""
+    """A user's DeepSpeed json, used instead of the generated one.
+
+    Raises:
+        UsageError: the file is absent, not json, or not a json object.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--deepspeed_config: {path} does not exist")
+        raise UsageError(f"--deepspeed_config: {path} is not a file")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--deepspeed_config: {path} is not valid json ({error})") from error
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"--deepspeed_config: {path} is not valid json ({error})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--deepspeed_config: {path} holds {type(config).__name__}, not an object")
+    return config
+
+
+def check_deepspeed_config(
+    config: dict[str, Any], path: str | Path, *, micro_batch_size: int, grad_accumulation_steps: int
+) -> dict[str, Any]:
+    """The fields the training loop relies on agree with its flags (it counts micro-batches itself).
+
+    Raises:
+        UsageError: a field of the wrong type, or a batch setting that differs from the flags.
+    """
+    expected = {
+        "train_micro_batch_size_per_gpu": ("--batch_size", micro_batch_size),
+        "gradient_accumulation_steps": ("--grad_accumulation_steps", grad_accumulation_steps),
+    }
+    for key, (flag, value) in expected.items():
+        if key in config and config[key] != "auto" and config[key] != value:
+            raise UsageError(
+                f"--deepspeed_config: {path} sets {key} to {config[key]!r} but {flag} is {value}; "
+                "make them agree (or leave the key out)"
+            )
+    for key in ("zero_optimization", "optimizer", "scheduler", "bf16", "fp16"):
+        if key in config and not isinstance(config[key], dict):
+            raise UsageError(f"--deepspeed_config: {path}: {key!r} must be a json object")
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise UsageError(f"--deepspeed_config: {path}: zero_optimization.stage must be 0-3")
+    return config

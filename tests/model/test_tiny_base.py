@@ -10,6 +10,7 @@ import train_ds
 from model.builder import build_lisa_from_flags
 from model.LISA import LISAForCausalLM
 from model.tiny_base import TinyBaseSizes, build_tiny_base
+from utils.errors import UsageError
 from utils.tokenization import add_lisa_tokens, load_tokenizer, tokenizer_image_token
 
 SIZES = TinyBaseSizes(
@@ -80,7 +81,7 @@ def test_sam_decoder_sizes_reach_the_model_and_out_dim_must_match(base):
             ]
         )
 
-    with pytest.raises(SystemExit, match="--out_dim 256 differs .* pass --out_dim 64"):
+    with pytest.raises(UsageError, match="--out_dim 256 differs .* pass --out_dim 64"):
         build_lisa_from_flags(flags(256), load_tokenizer(base["version"]), torch.float32)
     model = build_lisa_from_flags(flags(64), load_tokenizer(base["version"]), torch.float32)
     decoder = model.model.visual_model.mask_decoder

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from utils.deepspeed_config import build_deepspeed_config, load_deepspeed_config
+from utils.errors import UsageError
 
 
 def test_original_optimisation_settings():
@@ -44,7 +45,7 @@ def test_zero3_and_client_optimizer():
 
 
 def test_user_config_errors_are_one_sentence(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--deepspeed_config"):
+    with pytest.raises(UsageError, match="--deepspeed_config: .* is not a file"):
         load_deepspeed_config(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="not valid json"):

@@ -6,22 +6,26 @@ are the original's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from utils.conversation import CONV_TYPES
 from utils.data.bad_samples import MissingSourceError
 from utils.data.hybrid_dataset import HybridDataset, SourceGroup
 from utils.data.label_map_sources import LABEL_MAP_SOURCES
+from utils.data.layout import REFER_TRAIN_SPLIT_BY
 from utils.data.part_sources import PART_SOURCES
 from utils.data.questions import parse_answer_templates
-from utils.data.reason_seg_source import reason_seg_source
+from utils.data.reason_seg_source import NO_EXPLANATION, reason_seg_source
 from utils.data.refer_seg_source import refer_seg_source
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 from utils.data.val_dataset import ValDataset
 from utils.data.vqa_source import vqa_source
+from utils.errors import UsageError
 from utils.transforms import ClipTransform
 
 TASKS = ("sem_seg", "refer_seg", "vqa", "reason_seg")
@@ -54,11 +58,88 @@ class DataConfig:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
+class DataFlagError(UsageError):
+    """A data flag of train_ds.py / check_dataset names something unknown or is malformed."""
+
+
 def _names(flag: str, value: str) -> list[str]:
     names = [name.strip() for name in value.split("||") if name.strip()]
     if not names:
-        raise ValueError(f"--{flag} is empty.")
+        raise DataFlagError(f"--{flag} is empty.")
     return names
+
+
+def _check_known(flag: str, value: str, known: Collection[str]) -> None:
+    for name in _names(flag, value):
+        if name not in known:
+            raise DataFlagError(
+                f"--{flag}: unknown entry {name!r}; expected some of {'||'.join(known)}."
+            )
+
+
+def parse_sample_rates(value: str, tasks: int) -> list[float]:
+    """The weights of ``--sample_rates``: one finite number >= 0 per task, not all 0."""
+    try:
+        rates = [float(rate) for rate in str(value).split(",")]
+    except ValueError:
+        raise DataFlagError(f"--sample_rates {value!r} is not comma-separated numbers.") from None
+    if len(rates) != tasks:
+        raise DataFlagError(
+            f"--sample_rates {value!r} has {len(rates)} values for the {tasks} tasks of --dataset."
+        )
+    if not all(math.isfinite(rate) and rate >= 0 for rate in rates) or sum(rates) <= 0:
+        raise DataFlagError(
+            f"--sample_rates {value!r} must be finite numbers >= 0, at least one of them > 0."
+        )
+    return rates
+
+
+def _check_val_names(value: str) -> None:
+    for name in _names("val_dataset", value):
+        parts = name.split("|")
+        if len(parts) not in (2, 3) or not all(part.strip() for part in parts):
+            raise DataFlagError(
+                f"--val_dataset {name!r} is neither NAME|SPLIT (ReasonSeg|val) nor "
+                "DATASET|SPLIT_BY|SPLIT (e.g. refcoco|unc|val)."
+            )
+
+
+def check_data_flags(config: DataConfig, *, training: bool = True) -> None:
+    """Every data flag, without reading the data: names known, rates usable, sizes positive.
+
+    Raises:
+        DataFlagError: one sentence naming the flag and what it expects.
+    """
+    if not Path(config.dataset_dir).is_dir():
+        raise DataFlagError(f"--dataset_dir {config.dataset_dir} is not a folder.")
+    if config.conv_type not in CONV_TYPES:
+        raise DataFlagError(f"--conv_type must be one of {', '.join(CONV_TYPES)}.")
+    if config.image_size <= 0:
+        raise DataFlagError(f"--image_size must be positive, got {config.image_size}.")
+    _check_val_names(config.val_dataset)
+    if not training:
+        return
+    _check_known("dataset", config.dataset, TASKS)
+    tasks = _names("dataset", config.dataset)
+    parse_sample_rates(config.sample_rates, len(tasks))
+    if "sem_seg" in tasks:
+        _check_known("sem_seg_data", config.sem_seg_data, SEM_SEG_SOURCES)
+    if "refer_seg" in tasks:
+        _check_known("refer_seg_data", config.refer_seg_data, tuple(REFER_TRAIN_SPLIT_BY))
+    name, _, splits = config.reason_seg_data.partition("|")
+    if "reason_seg" in tasks and (not name.strip() or not splits.strip()):
+        raise DataFlagError(
+            f"--reason_seg_data {config.reason_seg_data!r} is not of the form NAME|SPLIT[_SPLIT...]."
+        )
+    if "vqa" in tasks and not config.vqa_data.strip():
+        raise DataFlagError("--vqa_data is empty (the name of llava_dataset/<name>.json).")
+    if config.num_classes_per_sample <= 0:
+        raise DataFlagError(
+            f"--num_classes_per_sample must be positive, got {config.num_classes_per_sample}."
+        )
+    explanatory = config.explanatory
+    if explanatory != NO_EXPLANATION and not 0.0 <= explanatory <= 1.0:
+        raise DataFlagError(f"--explanatory must be -1 or within [0, 1], got {explanatory}.")
 
 
 def requested_sources(config: DataConfig) -> list[tuple[str, str]]:
@@ -133,16 +214,7 @@ def build_train_dataset(
         ValueError: malformed flags.
     """
     tasks = _names("dataset", config.dataset)
-    try:
-        rates = [float(rate) for rate in str(config.sample_rates).split(",")]
-    except ValueError:
-        raise ValueError(
-            f"--sample_rates {config.sample_rates!r} is not comma-separated numbers."
-        ) from None
-    if len(rates) != len(tasks):
-        raise ValueError(
-            f"--sample_rates has {len(rates)} values for the {len(tasks)} tasks of --dataset."
-        )
+    rates = parse_sample_rates(config.sample_rates, len(tasks))
     if not Path(config.dataset_dir).is_dir():
         raise MissingSourceError(f"--dataset_dir {config.dataset_dir} is not a folder.")
     sources: dict[str, list[TrainingSource]] = {task: [] for task in tasks}

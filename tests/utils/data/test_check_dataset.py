@@ -36,18 +36,20 @@ def test_missing_source_and_malformed_file(tree, tmp_path, capsys):
     assert "6 of 7 requested sources can be used" in out
 
 
-def test_user_errors_give_one_sentence_and_status_one(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "utils.check_dataset", "--dataset_dir", str(tmp_path / "nowhere"),
-         "--dataset", "vqa||sem_seg", "--sample_rates", "1,1", "--sem_seg_data", "partimagenet"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert (
-        lines[0].startswith("MISSING  llava_instruct_150k") and "nowhere/llava_dataset" in lines[0]
-    )
-    assert (
-        lines[1].startswith("INVALID  partimagenet") and "unknown --sem_seg_data entry" in lines[1]
-    )
+def test_user_errors_give_one_sentence_and_status_one(tree, tmp_path):
+    def check(dataset_dir):
+        return subprocess.run(
+            [sys.executable, "-m", "utils.check_dataset", "--dataset_dir", str(dataset_dir),
+             "--dataset", "vqa||sem_seg", "--sample_rates", "1,1", "--sem_seg_data", "partimagenet"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    for dataset_dir, expected in (
+        (tmp_path / "nowhere", f"--dataset_dir {tmp_path / 'nowhere'} is not a folder."),
+        (tree, "--sem_seg_data: unknown entry 'partimagenet'"),
+    ):
+        result = check(dataset_dir)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stdout + result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0]
