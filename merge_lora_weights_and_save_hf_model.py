@@ -8,13 +8,16 @@ Use the same model flags as for training (--lora_r ..., --use_mm_start_end, --vi
 --vision_pretrained). The result loads with chat.py and LISAForCausalLM.from_pretrained. The
 vision tower is left out by default, as the original did (the directory then needs its CLIP via
 --vision-tower or the path in config.json); --include_vision_tower puts it in.
+
+--save_path must be a new or empty folder, or one an earlier merge wrote (listed in its
+.lisa_outputs file); it may not be, hold or lie inside an input. The model is written into a hidden
+temporary folder beside it and renamed into place, so an interrupted merge changes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from model.builder import LoraSettings, apply_lora, build_lisa_from_flags, unwra
 from model.checkpoint_files import load_state_dict_file
 from model.loading import PRECISIONS
 from utils.console import quiet_libraries
+from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 from utils.tokenization import load_tokenizer
 
 logger = logging.getLogger("merge")
@@ -71,7 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--use_mm_start_end", action=on_off, default=True)
     add("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
     add("--weight", required=True, help="state dict of the trained model (zero_to_fp32.py output)")
-    add("--save_path", required=True, help="output directory")
+    add(
+        "--save_path",
+        required=True,
+        help="output directory: new, empty, or written by an earlier merge",
+    )
+    add("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add(
         "--include_vision_tower",
         action=on_off,
@@ -85,6 +94,35 @@ def merge(args: argparse.Namespace) -> Path:
     for flag, path in (("--version", args.version), ("--weight", args.weight)):
         if not Path(path).exists():
             raise SystemExit(f"{flag}: {path} does not exist")
+    output = OutputFolder(
+        args.save_path,
+        flag="--save_path",
+        inputs={
+            "--version": args.version,
+            "--weight": args.weight,
+            "--vision-tower": args.vision_tower,
+            "--vision_pretrained": args.vision_pretrained,
+        },
+        overwrite=args.overwrite,
+    )
+    output.claim()  # before the model is built: a refused output costs nothing
+    with output:
+        lisa, state, tokenizer = merged_model(args)
+        lisa.save_pretrained(output.staging, state_dict=state)
+        tokenizer.save_pretrained(output.staging)
+        output.commit()
+    tower = (
+        "included"
+        if args.include_vision_tower
+        else f"not included (load with --vision-tower={args.vision_tower})"
+    )
+    print(f"saved {args.save_path} ({args.precision}, {len(state)} tensors); vision tower {tower}")
+    return Path(args.save_path)
+
+
+def merged_model(args: argparse.Namespace):
+    """The merged LISA model, the state dict to save (the vision tower left out unless asked
+    for) and the tokenizer."""
     dtype = PRECISIONS[args.precision]
     tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
     model = build_lisa_from_flags(args, tokenizer, torch.float32)
@@ -119,34 +157,19 @@ def merge(args: argparse.Namespace) -> Path:
     if not args.include_vision_tower:
         state = {k: v for k, v in state.items() if "vision_tower" not in k}
 
-    output = Path(args.save_path)
-    staged = output.with_name(output.name + ".tmp")
-    if staged.exists():
-        shutil.rmtree(staged)
-    lisa.save_pretrained(staged, state_dict=state)
-    tokenizer.save_pretrained(staged)
-    if output.exists():
-        previous = output.with_name(output.name + ".old")
-        if previous.exists():
-            shutil.rmtree(previous)
-        output.rename(previous)
-        staged.rename(output)
-        shutil.rmtree(previous)
-    else:
-        staged.rename(output)
-    tower = (
-        "included"
-        if args.include_vision_tower
-        else f"not included (load with --vision-tower={args.vision_tower})"
-    )
-    print(f"saved {output} ({args.precision}, {len(state)} tensors); vision tower {tower}")
-    return output
+    return lisa, state, tokenizer
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     quiet_libraries()
-    merge(parse_args(argv))
+    try:
+        merge(args)
+    except OutputDirError as error:
+        print(f"merge: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
