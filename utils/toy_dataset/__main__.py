@@ -26,11 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
             "trains and validates on (ADE20K, COCO-Stuff, Mapillary, PACO-LVIS, PASCAL-Part, "
             "refCLEF/refCOCO/refCOCO+/refCOCOg/gRefCOCO, LLaVA-Instruct, ReasonSeg), in the tree "
             "of the original README. The same arguments give byte-identical files; re-running "
-            "replaces an earlier toy tree."
+            "replaces an earlier toy tree (the files toy_dataset.json lists) and nothing else. "
+            "Toy folders that hold files the generator did not write are refused, files beside "
+            "them (a README) are left alone."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset_dir", required=True, help="folder to write the tree into")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into toy folders that hold files the generator did not write: those with "
+        "the names it writes are replaced, the others are left as they are",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (0 or more)")
     parser.add_argument(
         "--image_size", type=int, default=DEFAULT_IMAGE_SIZE, help="picture width in pixels"
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             num_refer=args.num_refer,
             num_sem_seg=args.num_sem_seg,
             query_kinds=[name.strip() for name in args.query_kinds.split(",") if name.strip()],
+            overwrite=args.overwrite,
         )
     except ToyDatasetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.toy_dataset.output import MARKER_FILE, DatasetWriter, ToyDatasetError, claim_output_dir
+from utils.output_dir import OutputDirError, OutputFolder
+from utils.toy_dataset.output import MARKER_FILE, TOY_FOLDERS, DatasetWriter, ToyDatasetError
 from utils.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
 from utils.toy_dataset.write_coco import write_coco_sources
 from utils.toy_dataset.write_reason_seg import (
@@ -41,7 +42,7 @@ class ToyDatasetSummary:
     seed: int
     image_size: int
     counts: dict[str, int]  # per source: images (sem-seg, ReasonSeg), refs, or conversations
-    removed_stale_files: int  # files of an earlier, larger run that were deleted
+    removed_stale_files: int  # files an earlier run wrote and this one did not, deleted
 
     def describe(self) -> str:
         """A few lines for the terminal."""
@@ -82,18 +83,22 @@ def make_toy_dataset(
     num_refer: int = DEFAULT_NUM_REFER,
     num_sem_seg: int = DEFAULT_NUM_SEM_SEG,
     query_kinds: Sequence[str] = QUERY_KIND_NAMES,
+    overwrite: bool = False,
 ) -> ToyDatasetSummary:
     """Write the toy dataset under ``dataset_dir`` (see the package docstring for the tree).
 
     ``query_kinds`` limits the ReasonSeg queries to some kinds of ``queries.QUERY_KIND_NAMES``
     (all by default), e.g. to make the task easier. The same arguments always give
-    byte-identical files. Re-running over an earlier toy tree
-    (complete or interrupted) replaces it; files of the earlier run that this one does not
-    write are deleted.
+    byte-identical files. The tree is written into a private folder beside ``dataset_dir`` and
+    moved into place at the end, so an interrupted run changes nothing. Re-running over an
+    earlier toy tree replaces it; files the earlier run wrote (its marker lists them) and this
+    one does not are deleted, and nothing else. ``overwrite`` writes into toy folders that hold
+    files the generator did not write: those with the names it writes are replaced, the others
+    stay.
 
     Raises:
-        ToyDatasetError: an argument is out of range, or ``dataset_dir`` holds data that the
-            generator did not write.
+        ToyDatasetError: an argument is out of range, or ``dataset_dir`` is a file or holds
+            files in the toy folders that the generator did not write.
     """
     sizes = {
         "num_train": num_train,
@@ -110,8 +115,17 @@ def make_toy_dataset(
     if not kinds:
         raise ToyDatasetError("--query_kinds names no kind; expected at least one.")
     root = Path(dataset_dir).resolve()
-    claim_output_dir(root)
-    writer = DatasetWriter(root)
+    output = OutputFolder(
+        dataset_dir,
+        flag="--dataset_dir",
+        overwrite=overwrite,
+        scope=TOY_FOLDERS,
+        manifest_name=MARKER_FILE,
+    )
+    try:
+        output.claim()
+    except OutputDirError as error:
+        raise ToyDatasetError(str(error)) from None
     marker = {
         "generator": "utils.toy_dataset",
         "seed": seed,
@@ -119,10 +133,23 @@ def make_toy_dataset(
         **sizes,
         "query_kinds": [kind.name for kind in kinds],
     }
-    writer.write_json(MARKER_FILE, {**marker, "complete": False})
+    with output:
+        counts = _write_sources(DatasetWriter(output.staging), seed, image_size, sizes, kinds)
+        try:
+            removed = output.commit({**marker, "complete": True, "counts": counts})
+        except OutputDirError as error:
+            raise ToyDatasetError(str(error)) from None
+    return ToyDatasetSummary(root, seed, image_size, counts, removed)
 
+
+def _write_sources(
+    writer: DatasetWriter, seed: int, image_size: int, sizes: dict[str, int], kinds: Sequence
+) -> dict[str, int]:
+    """Every source of the tree; returns the count of each (see ToyDatasetSummary.counts)."""
+    num_refer, num_sem_seg = sizes["num_refer"], sizes["num_sem_seg"]
     counts: dict[str, int] = {}
-    for split, count in (("train", num_train), ("val", num_val), ("test", num_test)):
+    for split in ("train", "val", "test"):
+        count = sizes[f"num_{split}"]
         items = write_reason_seg_split(writer, seed, image_size, split, count, kinds)
         counts[f"ReasonSeg|{split}"] = len(items)
         if split == "train":
@@ -134,7 +161,4 @@ def make_toy_dataset(
     counts |= write_coco_sources(writer, seed, image_size, coco_2017_ids(num_refer, num_sem_seg))
     counts["mapillary"] = write_mapillary(writer, seed, image_size, num_sem_seg)
     counts["pascal_part"] = write_pascal_part(writer, seed, image_size, num_sem_seg)
-    removed = writer.remove_stale_files()
-
-    writer.write_json(MARKER_FILE, {**marker, "complete": True, "counts": counts})
-    return ToyDatasetSummary(root, seed, image_size, counts, removed)
+    return counts

@@ -1,19 +1,21 @@
-"""Writing the toy tree: atomic files, a marker that says who owns the folders, no stale leftovers.
+"""Writing the toy tree: files staged in a private folder, a marker that lists what the generator
+wrote, and nothing else ever deleted.
 
-Every file goes to a hidden temporary name beside its final path and is renamed into place, so a
-reader never sees half a file and an interrupted run leaves only complete files (and temporaries
-that the next run removes). The marker file ``toy_dataset.json`` at the root records the
-generator's parameters; without it the generator refuses to write into source folders that already
-hold files, so real datasets are never mixed with or overwritten by toy data. With it, files a
-previous run left in the toy folders and this run did not write (say, from a larger ``--num_train``)
-are removed at the end, so the readers' globs see exactly this run's dataset.
+The generator writes the whole tree into a hidden folder beside ``--dataset_dir`` that it creates
+itself, then moves the files into place (:class:`utils.output_dir.OutputFolder`), so an interrupted
+run leaves the dataset folder as it was. The marker file ``toy_dataset.json`` at the root records
+the generator's parameters and every file it placed. The generator refuses to write into toy
+folders (``TOY_FOLDERS``) that hold files its marker does not list, so real data is never mixed
+with or overwritten by toy data (``overwrite`` writes beside such files, replacing only those with
+the names it writes). On a re-run, files an earlier run wrote and this one does not (say, from a
+larger ``--num_train``) are deleted, so the readers' globs see exactly this run's dataset; files
+beside the toy folders (a README) are never looked at.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -49,20 +51,18 @@ def _encode_image(image: Image.Image, image_format: str, **options: Any) -> byte
 
 
 class DatasetWriter:
-    """Writes files under ``root`` atomically and remembers which ones it wrote."""
+    """Writes files under ``root`` (the private staging folder) and counts them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.written: set[Path] = set()
+        self.written = 0
 
     def write_bytes(self, relative_path: str, data: bytes) -> None:
-        """Write ``data`` to ``root / relative_path`` through a temporary file and a rename."""
+        """Write ``data`` to ``root / relative_path``."""
         path = self.root / relative_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-        self.written.add(path)
+        path.write_bytes(data)
+        self.written += 1
 
     def write_json(self, relative_path: str, payload: Any) -> None:
         """Compact UTF-8 json, keys in insertion order (deterministic for the same payload)."""
@@ -91,45 +91,3 @@ class DatasetWriter:
         if palette is not None:
             image.putpalette(palette)
         self.write_bytes(relative_path, _encode_image(image, "PNG"))
-
-    def remove_stale_files(self) -> int:
-        """Delete files under the toy folders that this writer did not write; returns how many.
-
-        Empty folders left behind are removed too.
-        """
-        removed = 0
-        for folder in TOY_FOLDERS:
-            for directory, subdirectories, files in os.walk(self.root / folder, topdown=False):
-                for name in files:
-                    path = Path(directory) / name
-                    if path not in self.written:
-                        path.unlink()
-                        removed += 1
-                for name in subdirectories:
-                    subdirectory = Path(directory) / name
-                    if not any(subdirectory.iterdir()):
-                        subdirectory.rmdir()
-        return removed
-
-
-def claim_output_dir(root: Path) -> None:
-    """Make sure the generator may write under ``root``.
-
-    Raises:
-        ToyDatasetError: ``root`` is a file, or one of the toy folders holds files while no
-            marker says a previous toy run wrote them.
-    """
-    if root.exists() and not root.is_dir():
-        raise ToyDatasetError(f"--dataset_dir {root} is a file; expected a folder.")
-    if (root / MARKER_FILE).is_file():
-        return
-    occupied = [
-        folder
-        for folder in TOY_FOLDERS
-        if (root / folder).is_dir() and any((root / folder).iterdir())
-    ]
-    if occupied:
-        raise ToyDatasetError(
-            f"{root} already holds {', '.join(occupied)} without the toy marker {MARKER_FILE}, "
-            "so it may be a real dataset; choose an empty --dataset_dir."
-        )

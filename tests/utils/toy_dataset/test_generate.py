@@ -64,6 +64,8 @@ def test_the_marker_records_the_parameters_and_counts(toy_dir):
     assert marker["seed"] == TOY_SEED and marker["num_train"] == TOY_SIZES["num_train"]
     assert marker["counts"]["ReasonSeg|train"] == TOY_SIZES["num_train"]
     assert marker["counts"]["ade20k"] == TOY_SIZES["num_sem_seg"]
+    listed = set(marker["files"])
+    assert listed == set(file_digests(toy_dir)) - {MARKER_FILE}
 
 
 def test_a_smaller_rerun_removes_the_files_it_no_longer_writes(tmp_path):
@@ -74,22 +76,23 @@ def test_a_smaller_rerun_removes_the_files_it_no_longer_writes(tmp_path):
     assert file_digests(tmp_path / "shrunk") == file_digests(tmp_path / "fresh")
 
 
-def test_an_interrupted_run_can_be_run_again(tmp_path, monkeypatch):
+def test_an_interrupted_run_changes_nothing(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
+    make_toy_dataset(tmp_path / "dataset", **TINY)
+    before = file_digests(tmp_path / "dataset")
     monkeypatch.setattr(generate_module, "write_mapillary", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        make_toy_dataset(tmp_path / "interrupted", **TINY)
-    assert json.loads((tmp_path / "interrupted" / MARKER_FILE).read_text())["complete"] is False
-    # a temporary file that a killed writer left behind
-    leftover = tmp_path / "interrupted" / "ade20k" / "images" / "training" / ".x.jpg.1.tmp"
-    leftover.write_bytes(b"half a picture")
+    for folder in ("dataset", "new"):
+        with pytest.raises(KeyboardInterrupt):
+            make_toy_dataset(tmp_path / folder, **{**TINY, "num_train": 6})
+    assert file_digests(tmp_path / "dataset") == before
+    assert not (tmp_path / "new").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dataset"]  # no staging left
     monkeypatch.undo()
 
-    make_toy_dataset(tmp_path / "interrupted", **TINY)
-    make_toy_dataset(tmp_path / "fresh", **TINY)
-    assert file_digests(tmp_path / "interrupted") == file_digests(tmp_path / "fresh")
+    make_toy_dataset(tmp_path / "new", **TINY)
+    assert file_digests(tmp_path / "new") == before
 
 
 def test_a_folder_with_other_data_is_left_alone(tmp_path):
