@@ -16,6 +16,12 @@ writes, into ``<output_dir>/<name>/``:
 
 The default output folder is ``vis_output/<input folder name>``. A file that cannot be rendered
 is reported in one line and skipped; the exit status is then 1.
+
+The output folder must be new, empty, or one this renderer wrote before (its ``.lisa_outputs``
+lists the files), and apart from the input folder; otherwise it is refused in one line (exit
+status 2). The pictures are rendered into a hidden folder beside it and moved into place at the
+end; ``--overwrite`` writes beside files the renderer did not write, replacing only those with the
+names it writes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 from utils.reason_seg import (
     IGNORE_VALUE,
     TARGET_VALUE,
@@ -73,12 +80,25 @@ def render_one(json_path: Path, output_dir: Path) -> Path:
     return folder
 
 
+def render_all(json_files: list[Path], output_dir: Path) -> int:
+    """Render every annotation into ``output_dir``; returns how many were skipped."""
+    failed = 0
+    for json_path in json_files:
+        try:
+            render_one(json_path, output_dir)
+        except (BadAnnotationError, ValueError) as error:
+            failed += 1
+            print(f"skipped {json_path.name}: {error}")
+    return failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m utils.render_reason_seg_masks", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--input_dir", required=True, help="folder of ReasonSeg .jpg + .json")
     parser.add_argument("--output_dir", default=None, help="default: vis_output/<input name>")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     args = parser.parse_args(argv)
     input_dir = Path(args.input_dir)
     if not input_dir.is_dir():
@@ -89,13 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not json_files:
         print(f"--input_dir {input_dir} holds no .json annotation.")
         return 1
-    failed = 0
-    for json_path in json_files:
-        try:
-            render_one(json_path, output_dir)
-        except (BadAnnotationError, ValueError) as error:
-            failed += 1
-            print(f"skipped {json_path.name}: {error}")
+    output = OutputFolder(
+        output_dir, flag="--output_dir", inputs={"--input_dir": input_dir}, overwrite=args.overwrite
+    )
+    try:
+        with output:  # claims the folder: refused before anything is rendered
+            failed = render_all(json_files, output.staging)
+            output.commit()
+    except OutputDirError as error:
+        print(f"render_reason_seg_masks: {error}", file=sys.stderr)
+        return 2
     print(f"rendered {len(json_files) - failed} of {len(json_files)} annotations into {output_dir}")
     return 1 if failed else 0
 

@@ -35,13 +35,15 @@ def test_writes_the_documented_pictures(tmp_path, capsys):
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path, capsys):
-    _annotated(tmp_path, "good")
-    _annotated(tmp_path, "broken")
-    annotation = json.loads((tmp_path / "broken.json").read_text())
+    source = tmp_path / "in"
+    source.mkdir()
+    _annotated(source, "good")
+    _annotated(source, "broken")
+    annotation = json.loads((source / "broken.json").read_text())
     annotation["shapes"][0]["points"] = [[0, 0], [4, 4]]
-    (tmp_path / "broken.json").write_text(json.dumps(annotation))
-    (tmp_path / "orphan.json").write_text("{}")
-    assert main(["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]) == 1
+    (source / "broken.json").write_text(json.dumps(annotation))
+    (source / "orphan.json").write_text("{}")
+    assert main(["--input_dir", str(source), "--output_dir", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
     assert "skipped broken.json" in out and "skipped orphan.json" in out
     assert (tmp_path / "out/good/labeled_mask.png").is_file()
