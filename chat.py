@@ -16,7 +16,6 @@ image stays the same; a new image starts a new conversation.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +30,15 @@ from model.segmenter import (
     SegmentationResult,
 )
 from utils.console import quiet_libraries
-from utils.conversation import CONV_TYPES
+from utils.result_json import result_document, write_json
+from utils.segmenter_flags import (
+    ModelLoadError,
+    add_model_flags,
+    check_model_flags,
+    one_line,
+    too_long_message,
+)
+from utils.segmenter_flags import load_segmenter as load_segmenter_from_flags
 from utils.visualization import MaskFiles, save_mask_pictures
 
 PROMPT_QUESTION = "Please input your prompt: "
@@ -51,51 +58,8 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a program ended by Ctrl-C
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LISA chat", allow_abbrev=False)
-    parser.add_argument(
-        "--version", default="xinlai/LISA-13B-llama2-v1", help="checkpoint directory"
-    )
+    add_model_flags(parser)
     parser.add_argument("--vis_save_path", default="./vis_output", type=str)
-    parser.add_argument(
-        "--precision",
-        default="bf16",
-        type=str,
-        choices=["fp32", "bf16", "fp16"],
-        help="precision for inference (bf16 and fp16 run in fp32 on a CPU)",
-    )
-    parser.add_argument(
-        "--image_size",
-        default=None,
-        type=int,
-        help="SAM input side; default the size the checkpoint's SAM was built for (1024 for "
-        "released LISA models); another value is refused",
-    )
-    parser.add_argument(
-        "--model_max_length", default=512, type=int, help="longest prompt in tokens"
-    )
-    parser.add_argument(
-        "--lora_r",
-        default=8,
-        type=int,
-        help="accepted for compatibility; unused (chat loads a checkpoint with LoRA merged)",
-    )
-    parser.add_argument(
-        "--vision-tower",
-        default=None,
-        type=str,
-        help="CLIP directory; default: the one the checkpoint's config names "
-        "(openai/clip-vit-large-patch14 for released LISA models)",
-    )
-    parser.add_argument(
-        "--local-rank", default=0, type=int, help="CUDA device index when --device is not given"
-    )
-    parser.add_argument("--load_in_8bit", action="store_true", default=False)
-    parser.add_argument("--load_in_4bit", action="store_true", default=False)
-    parser.add_argument("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--conv_type", default="llava_v1", type=str, choices=list(CONV_TYPES))
-    parser.add_argument(
-        "--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when present)"
-    )
-    parser.add_argument("--max_new_tokens", default=512, type=int, help="longest answer in tokens")
     parser.add_argument("--prompt", default=None, help="one-shot mode: the question (with --image)")
     parser.add_argument(
         "--image", default=None, help="one-shot mode: the image path (with --prompt)"
@@ -114,76 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("one-shot mode needs both --prompt and --image")
     if args.output_json is not None and args.prompt is None:
         parser.error("--output_json is for the one-shot mode (--prompt and --image)")
-    if args.load_in_8bit and args.load_in_4bit:
-        parser.error("choose one of --load_in_8bit and --load_in_4bit")
-    for name in ("max_new_tokens", "model_max_length", "image_size"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive")
+    check_model_flags(parser, args)
     return args
-
-
-def resolve_device(args: argparse.Namespace) -> str:
-    """--device, else the CUDA device --local-rank names when CUDA is present, else the CPU."""
-    if args.device is not None:
-        return args.device
-    import torch
-
-    return f"cuda:{args.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
 def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
     """Load the model; a user mistake raises SystemExit with one sentence."""
     try:
-        return LisaSegmenter.from_pretrained(
-            args.version,
-            precision=args.precision,
-            device=resolve_device(args),
-            vision_tower=args.vision_tower,
-            load_in_8bit=args.load_in_8bit,
-            load_in_4bit=args.load_in_4bit,
-            model_max_length=args.model_max_length,
-            image_size=args.image_size,
-            conv_type=args.conv_type,
-            use_mm_start_end=args.use_mm_start_end,
-            max_new_tokens=args.max_new_tokens,
-        )
-    except FileNotFoundError as error:
-        raise SystemExit(f"chat.py: cannot load --version={args.version}: {error}") from None
-    except Exception as error:
-        # bitsandbytes builds fail in many ways on devices they do not support (ImportError,
-        # RuntimeError, NotImplementedError, ...): name the library, its version and the device
-        if args.load_in_8bit or args.load_in_4bit:
-            raise SystemExit(quantization_failure(args, error)) from None
-        if isinstance(error, ValueError | ImportError):
-            raise SystemExit(f"chat.py: cannot load --version={args.version}: {error}") from None
-        raise
-
-
-def quantization_failure(args: argparse.Namespace, error: Exception) -> str:
-    try:
-        from importlib.metadata import version
-
-        installed = f"bitsandbytes {version('bitsandbytes')}"
-    except Exception:  # not installed, or no metadata: the message says so either way
-        installed = "bitsandbytes (not installed)"
-    bits = "8-bit" if args.load_in_8bit else "4-bit"
-    return (
-        f"chat.py: {bits} loading failed with {installed} on {resolve_device(args)}: "
-        f"{one_line(error)} (run without --load_in_8bit/--load_in_4bit, or install a bitsandbytes "
-        "build for this device)"
-    )
-
-
-def one_line(error: Exception) -> str:
-    """An error message on a single line (library messages sometimes span several)."""
-    return " ".join(str(error).split())
-
-
-def too_long_message(error: PromptTooLongError) -> str:
-    return (
-        f"The prompt is {error.num_tokens} tokens long, more than "
-        f"--model_max_length={error.limit}; shorten it."
-    )
+        return load_segmenter_from_flags(args)
+    except ModelLoadError as error:
+        raise SystemExit(f"chat.py: {error}") from None
 
 
 @dataclass
@@ -208,19 +112,14 @@ def answer_turn(
     save_dir: Path,
 ) -> tuple[SegmentationResult, list[MaskFiles]]:
     """One turn: generate, remember it, save its masks. Raises InputError on a bad prompt."""
-    segmenter.prompt_ids(prompt)  # too long even alone: say so before touching the history
-    while True:
-        try:
-            result = segmenter.segment(conversation.pixels, prompt, history=conversation.history)
-            break
-        except PromptTooLongError:
-            if not conversation.history:
-                raise
-            conversation.history.pop(0)  # make room: the oldest turn goes first
-            print(
-                f"(The conversation is longer than --model_max_length={segmenter.model_max_length} "
-                "tokens: the oldest turn was dropped.)"
-            )
+    result, dropped = segmenter.segment_fitting(
+        conversation.pixels, prompt, history=conversation.history
+    )
+    for _ in range(dropped):
+        print(
+            f"(The conversation is longer than --model_max_length={segmenter.model_max_length} "
+            "tokens: the oldest turn was dropped.)"
+        )
     conversation.history = result.history
     files = save_mask_pictures(
         conversation.pixels,
@@ -339,22 +238,16 @@ def one_shot(segmenter: LisaSegmenter, args: argparse.Namespace, save_dir: Path)
 def write_result_json(
     path: Path, args: argparse.Namespace, result: SegmentationResult, files: list[MaskFiles]
 ) -> None:
-    masks = []
-    for mask, mask_files in zip(result.masks, files, strict=True):
-        entry = {
-            "mask_path": str(mask_files.mask_path),
-            "overlay_path": str(mask_files.overlay_path),
-            "area": int(mask.sum()),
-            "size": list(mask.shape),
-        }
-        if args.rle:
-            from utils.mask_rle import encode_rle  # pycocotools only when asked for
-
-            entry["rle"] = encode_rle(mask)
-        masks.append(entry)
-    document = {"prompt": args.prompt, "image": args.image, "answer": result.text, "masks": masks}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    document = result_document(
+        prompt=args.prompt,
+        image=args.image,
+        answer=result.text,
+        masks=result.masks,
+        mask_paths=[mask_files.mask_path for mask_files in files],
+        overlay_paths=[mask_files.overlay_path for mask_files in files],
+        rle=args.rle,
+    )
+    write_json(path, document)
     print(f"{path} has been saved.")
 
 

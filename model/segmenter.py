@@ -322,6 +322,33 @@ class LisaSegmenter:
         """Answer ``prompt`` about ``image`` (continuing ``history``) and decode its masks."""
         return self.segment_batch([(image, prompt, history)], max_new_tokens=max_new_tokens)[0]
 
+    def segment_fitting(
+        self,
+        image: ImageInput,
+        prompt: str,
+        *,
+        history: History | None = None,
+        max_new_tokens: int | None = None,
+    ) -> tuple[SegmentationResult, int]:
+        """:meth:`segment`, first dropping the oldest turns of ``history`` until the
+        conversation fits in ``model_max_length`` tokens (what a chat does to go on).
+
+        Returns the result (its ``history`` holds the kept turns and this one) and the number
+        of turns dropped. Raises PromptTooLongError when the prompt is too long even alone.
+        """
+        turns = list(history or [])
+        self.prompt_ids(prompt)  # too long alone: say so before dropping anything
+        dropped = 0
+        while turns:
+            try:
+                self.prompt_ids(prompt, turns)
+                break
+            except PromptTooLongError:
+                turns.pop(0)
+                dropped += 1
+        result = self.segment(image, prompt, history=turns, max_new_tokens=max_new_tokens)
+        return result, dropped
+
     def _answer_length(self, new_ids: torch.Tensor) -> int:
         """Tokens of one row's answer: up to its first EOS; a row without EOS ran every step."""
         ends = (new_ids == self.tokenizer.eos_token_id).nonzero()
