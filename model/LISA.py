@@ -30,7 +30,14 @@ from torch import nn
 from transformers import CLIPVisionConfig, DynamicCache, LlamaForCausalLM, LlamaModel
 from transformers.utils import ModelOutput
 
-from model.checkpoint_files import read_checkpoint_shapes, read_tensor_shapes
+from model.checkpoint_files import (
+    CheckpointError,
+    listed,
+    read_checkpoint_shapes,
+    read_config,
+    read_tensor_shapes,
+    weight_files_label,
+)
 from model.config import LisaConfig
 from model.losses import mask_losses
 from model.segment_anything import (
@@ -49,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 SAM_PREFIX = "model.visual_model."
 VISION_TOWER_PREFIX = "model.vision_tower."
+TEXT_HIDDEN_FCS_PREFIX = "model.text_hidden_fcs."
 
 
 @dataclass
@@ -547,7 +555,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         path = str(pretrained_model_name_or_path)
         output_loading_info = kwargs.pop("output_loading_info", False)
         if config is None:
-            config = LisaConfig.from_pretrained(path)
+            config = read_config(path)
         config = LisaConfig.from_dict(config.to_dict())  # never mutate the caller's config
         overrides = {
             "seg_token_idx": seg_token_idx,
@@ -566,16 +574,19 @@ class LISAForCausalLM(LlamaForCausalLM):
             kwargs["dtype"] = torch_dtype
 
         shapes = read_checkpoint_shapes(path)
+        if not shapes:
+            raise CheckpointError(
+                f"{path} holds no weights (model.safetensors, pytorch_model.bin or a sharded "
+                "index of them)."
+            )
         checkpoint_has_sam = any(name.startswith(SAM_PREFIX) for name in shapes)
         checkpoint_has_tower = any(name.startswith(VISION_TOWER_PREFIX) for name in shapes)
         if config.sam_config is None:
             if checkpoint_has_sam:
-                config.sam_config = dataclasses.asdict(
-                    sam_config_from_state_dict(_as_meta(shapes), prefix=SAM_PREFIX)
-                )
+                config.sam_config = _sam_config_from(shapes, SAM_PREFIX, weight_files_label(path))
             elif vision_pretrained is not None:
-                config.sam_config = dataclasses.asdict(
-                    sam_config_from_state_dict(_as_meta(read_tensor_shapes(vision_pretrained)))
+                config.sam_config = _sam_config_from(
+                    read_tensor_shapes(vision_pretrained), "", Path(vision_pretrained)
                 )
         if config.vision_config is None:
             if config.vision_tower_path is None:
@@ -584,13 +595,29 @@ class LISAForCausalLM(LlamaForCausalLM):
                 )
             config.vision_config = load_clip_vision_config(config.vision_tower_path).to_dict()
 
-        expected_missing = list(cls._keys_to_ignore_on_load_missing)
+        # the documented absences: a vision tower the file leaves out comes from its own path,
+        # SAM from vision_pretrained; anything else missing makes the load fail below
+        expected_missing = [] if checkpoint_has_tower else [r"^model\.vision_tower\."]
         if vision_pretrained is not None:  # SAM comes from the official file below
             expected_missing.append(r"^model\.visual_model\.")
         with _patched_class_attribute(cls, "_keys_to_ignore_on_load_missing", expected_missing):
-            model, info = super().from_pretrained(
-                path, *model_args, config=config, output_loading_info=True, **kwargs
-            )
+            try:
+                model, info = super().from_pretrained(
+                    path,
+                    *model_args,
+                    config=config,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported by _check_loaded_keys instead
+                    **kwargs,
+                )
+            except (OSError, RuntimeError, ValueError, TypeError) as error:
+                if isinstance(error, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"cannot build the model of {path}/config.json or load "
+                    f"{weight_files_label(path)}: {type(error).__name__}: {_one_line(error)}."
+                ) from None
+        _check_loaded_keys(info, shapes, weight_files_label(path))
         if not checkpoint_has_tower:
             model.model.vision_tower.load_pretrained(config.vision_tower_path)
         if vision_pretrained is not None:
@@ -624,6 +651,55 @@ class LISAForCausalLM(LlamaForCausalLM):
         }
         model.eval()
         return (model, info) if output_loading_info else model
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sam_config_from(shapes: dict[str, torch.Size], prefix: str, source: Path) -> dict:
+    """SAM's sizes read from the shapes of its weights; a file they do not fit is named."""
+    try:
+        return dataclasses.asdict(sam_config_from_state_dict(_as_meta(shapes), prefix=prefix))
+    except (KeyError, ValueError, IndexError, TypeError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{source} does not hold a usable SAM: its tensors do not fit any SAM layout "
+            f"({type(error).__name__}: {_one_line(error)})."
+        ) from None
+
+
+def _check_loaded_keys(info: dict, shapes: dict[str, torch.Size], source: Path) -> None:
+    """Raise unless every tensor the model needs came from the file (a checkpoint loads whole
+    or not at all). Allowed: the absences declared to transformers (vision tower, SAM from
+    vision_pretrained), rotary inv_freq buffers, and on a LLaVA base (no SAM, no
+    text_hidden_fcs in the file) the LISA parts that start fresh."""
+    is_llava_base = not any(
+        name.startswith((SAM_PREFIX, TEXT_HIDDEN_FCS_PREFIX)) for name in shapes
+    )
+    fresh_on_base = (SAM_PREFIX, TEXT_HIDDEN_FCS_PREFIX) if is_llava_base else ()
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(fresh_on_base))
+    unexpected = sorted(k for k in info["unexpected_keys"] if not k.endswith("rotary_emb.inv_freq"))
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    problems = []
+    if missing:
+        problems.append(f"lacks {len(missing)} tensor(s) the model needs ({listed(missing)})")
+    if unexpected:
+        problems.append(
+            f"holds {len(unexpected)} tensor(s) the model does not have ({listed(unexpected)})"
+        )
+    if mismatched:
+        name, file_shape, model_shape = mismatched[0]
+        problems.append(
+            f"holds {len(mismatched)} tensor(s) of another shape than config.json gives "
+            f"(e.g. {name}: {list(file_shape)} in the file, {list(model_shape)} in the model)"
+        )
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the model its config.json describes: "
+            + "; ".join(problems)
+            + "."
+        )
 
 
 def _vision_config_of(config: LisaConfig) -> CLIPVisionConfig:

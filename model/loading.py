@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import BitsAndBytesConfig
 
-from model.config import LisaConfig
+from model.checkpoint_files import CheckpointError, listed, read_config, weight_files_label
 from model.LISA import LISAForCausalLM
 from utils.constants import SEG_TOKEN
 from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
@@ -32,11 +32,47 @@ UNQUANTIZED_MODULES = [
 ]
 
 
+class DeviceError(ValueError):
+    """A device that is not a device name, or that this machine does not have."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when present, else the CPU."""
+    """``None`` means CUDA when present, else the CPU.
+
+    Raises:
+        DeviceError: not a device name ("gpu"), or a device this machine lacks ("cuda" without
+            a GPU, "cuda:7" with one GPU); the message is one sentence naming it.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(
+            f"{str(device)!r} is not a device name; expected cpu, cuda or cuda:N."
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        backend = getattr(torch, resolved.type, None)
+        available = getattr(backend, "is_available", None)
+        if resolved.type == "meta" or available is None or not available():
+            raise DeviceError(
+                f"{str(device)!r} is not a device this program can run on here; use cpu or cuda."
+            )
+        return resolved
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise DeviceError(
+            f"{str(device)!r} names a CUDA device, but torch {torch.__version__} sees none on "
+            "this machine; use cpu."
+        )
+    if resolved.index is not None and resolved.index >= count:
+        raise DeviceError(
+            f"{str(device)!r} does not exist: this machine has {count} CUDA device(s), "
+            f"cuda:0 to cuda:{count - 1}."
+        )
+    return resolved
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -108,13 +144,13 @@ def load_pretrained_model(
     device = resolve_device(device)
     dtype = resolve_dtype(precision, device)
 
-    tokenizer = load_tokenizer(path, model_max_length=model_max_length)
+    tokenizer = _load_checkpoint_tokenizer(path, model_max_length)
     if SEG_TOKEN not in tokenizer.get_vocab():
         raise ValueError(
             f"the tokenizer in {path} has no {SEG_TOKEN} token: is this a LISA checkpoint?"
         )
     seg_token_idx = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-    config = LisaConfig.from_pretrained(path)
+    config = read_config(path)
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
             f"{path}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {config.vocab_size}"
@@ -124,13 +160,21 @@ def load_pretrained_model(
     extra = (
         {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
     )
-    model = LISAForCausalLM.from_pretrained(
+    model, info = LISAForCausalLM.from_pretrained(
         path,
         vision_tower=vision_tower,
         seg_token_idx=seg_token_idx,
         torch_dtype=dtype,
+        output_loading_info=True,
         **extra,
     )
+    if info["missing_keys"]:  # only the LISA parts a LLaVA base lacks get this far
+        raise CheckpointError(
+            f"{weight_files_label(path)} holds no trained SAM and [SEG] projection "
+            f"({listed(sorted(info['missing_keys']))} missing): it is a LLaVA base, not a LISA "
+            "checkpoint; train one, or merge a trained one with "
+            "merge_lora_weights_and_save_hf_model.py."
+        )
     # generation stops at the tokenizer's EOS and pads with its pad id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.bos_token_id = tokenizer.bos_token_id
@@ -144,6 +188,15 @@ def load_pretrained_model(
         clip=_clip_transform(model, vision_tower), sam=SamTransform(sam_size)
     )
     return tokenizer, model, processor
+
+
+def _load_checkpoint_tokenizer(path: Path, model_max_length: int) -> LegacyLlamaTokenizer:
+    """The checkpoint's tokenizer; unreadable tokenizer files raise CheckpointError."""
+    try:
+        return load_tokenizer(path, model_max_length=model_max_length)
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split()).rstrip(".")
+        raise CheckpointError(f"cannot read the tokenizer files in {path}: {reason}.") from None
 
 
 def _clip_transform(model: LISAForCausalLM, vision_tower: str | None) -> ClipTransform:

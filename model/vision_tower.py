@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from model.checkpoint_files import CheckpointError, listed
+
 
 class VisionTowerNotFoundError(FileNotFoundError):
     """The configured CLIP vision tower can be found neither locally nor on the hub."""
@@ -62,9 +64,25 @@ class CLIPVisionTower(nn.Module):
         return grid * grid + (1 if self.select_feature == "cls_patch" else 0)
 
     def load_pretrained(self, path: str) -> None:
-        """Copy the weights of a CLIP directory (or hub id) into this tower."""
-        loaded = load_clip_vision_model(path)
-        self.clip.load_state_dict(loaded.state_dict())
+        """Copy the weights of a CLIP directory (or hub id) into this tower.
+
+        Raises:
+            CheckpointError: the directory's tensors are incomplete or of other sizes.
+        """
+        loaded = load_clip_vision_model(path).state_dict()
+        own = self.clip.state_dict()
+        wrong = [
+            name
+            for name, tensor in own.items()
+            if name in loaded and loaded[name].shape != tensor.shape
+        ]
+        if wrong:
+            raise CheckpointError(
+                f"the vision tower {path!r} does not fit the checkpoint's vision_config: "
+                f"{wrong[0]} is {list(loaded[wrong[0]].shape)} there but "
+                f"{list(own[wrong[0]].shape)} in the model ({len(wrong)} tensor(s) differ)."
+            )
+        self.clip.load_state_dict(loaded)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, S, S] -> features [B, num_patches, clip_hidden].
@@ -105,10 +123,33 @@ def load_clip_vision_config(path: str) -> CLIPVisionConfig:
 
 
 def load_clip_vision_model(path: str) -> CLIPVisionModel:
+    """A CLIP vision model with every tensor from ``path`` (a full CLIP's text half is ignored).
+
+    Raises:
+        VisionTowerNotFoundError: no CLIP directory there.
+        CheckpointError: the directory's weights are corrupt, incomplete or of other sizes.
+    """
     try:
-        return CLIPVisionModel.from_pretrained(path, dtype=torch.float32)
+        model, info = CLIPVisionModel.from_pretrained(
+            path, dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except CheckpointError:
+        raise
     except OSError as error:
         raise VisionTowerNotFoundError(_not_found_message(path)) from error
+    except (RuntimeError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise CheckpointError(
+            f"the vision tower {path!r} cannot be loaded: {type(error).__name__}: {reason}."
+        ) from None
+    missing = sorted(info["missing_keys"])
+    mismatched = sorted(name for name, *_ in info["mismatched_keys"])
+    if missing or mismatched:
+        problem = "lacks" if missing else "has tensors of other shapes than its config.json gives:"
+        raise CheckpointError(
+            f"the vision tower {path!r} {problem} {listed(missing or mismatched)}."
+        )
+    return model
 
 
 def _not_found_message(path: str) -> str:

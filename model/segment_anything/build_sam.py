@@ -252,21 +252,14 @@ def sam_size_name(config: SamConfig) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a plain state dict from a torch pickle (.pth/.bin/.pt) or a .safetensors file."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """Read a plain state dict from a torch pickle (.pth/.bin/.pt) or a .safetensors file.
 
-            state_dict = load_file(str(path), device="cpu")
-        else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch and safetensors raise many types for unreadable files
-        raise ValueError(f"could not read {path} as a SAM checkpoint ({error})") from error
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state_dict.values()
-    ):
-        raise ValueError(f"{path} does not hold a plain state dict of tensors")
-    return dict(state_dict)
+    Raises:
+        CheckpointError (a ValueError): unreadable, or not a plain state dict of tensors.
+    """
+    from model.checkpoint_files import load_state_dict_file  # the one reader of weight files
+
+    return dict(load_state_dict_file(path))
 
 
 def _describe_mismatch(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Size]) -> str:
