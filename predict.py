@@ -12,6 +12,11 @@ forward pass, no generation. ``--val_dataset`` takes every name ValDataset takes
 the referring splits such as "refcocog|umd|val"); ``--save_groundtruth DIR`` also writes the
 ground truth as ``<image_stem>.npy`` label maps (0 / 1 / 255) for eval_mask.py, which is how a
 referring split is scored offline.
+
+Each output folder must be new, empty, or one predict.py wrote before (its ``.lisa_outputs``
+lists the files); it may not be, hold or lie inside an input, and the two outputs must be separate
+folders. Files are written into a hidden folder beside each output and moved into place at the
+end, so an interrupted run changes nothing; a re-run deletes only the files the earlier run wrote.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from utils.collate import collate_fn
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
+from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 
 # Tensors of a collated batch that the forward pass reads on the model's device.
 DEVICE_KEYS = ("images", "images_clip", "input_ids", "attention_masks", "offset")
@@ -60,8 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--save_groundtruth",
         default=None,
         type=Path,
-        help="also write the ground truth here as <image_stem>.npy label maps",
+        help="also write the ground truth here as <image_stem>.npy label maps (a folder apart "
+        "from --output_dir)",
     )
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default=None, help="default: CUDA when present, else the CPU")
     parser.add_argument("--load_in_8bit", action="store_true", default=False)
@@ -116,6 +124,43 @@ def save_array(path: Path, array: np.ndarray) -> None:
     partial_path.replace(path)
 
 
+def claim_outputs(args: argparse.Namespace) -> list[OutputFolder]:
+    """The output folders, checked and staged before the model loads (predictions first).
+
+    Raises:
+        OutputDirError: an output that may not be written, or the same folder for both.
+    """
+    if args.save_groundtruth is not None:
+        truth, predictions = args.save_groundtruth.resolve(), args.output_dir.resolve()
+        if truth == predictions or truth in predictions.parents or predictions in truth.parents:
+            raise OutputDirError(
+                f"--save_groundtruth {args.save_groundtruth} and --output_dir {args.output_dir} "
+                "are the same folder or one holds the other; ground truth and predictions need "
+                "separate folders."
+            )
+    inputs = {"--version": args.version, "--vision-tower": args.vision_tower}
+    if args.image_dir is not None:
+        inputs["--image_dir"] = args.image_dir
+    else:
+        inputs["--dataset_dir"] = args.dataset_dir
+    outputs = [
+        OutputFolder(path, flag=flag, inputs=inputs, overwrite=args.overwrite)
+        for flag, path in (
+            ("--output_dir", args.output_dir),
+            ("--save_groundtruth", args.save_groundtruth),
+        )
+        if path is not None
+    ]
+    try:
+        for output in outputs:
+            output.claim()
+    except OutputDirError:
+        for output in outputs:
+            output.discard()
+        raise
+    return outputs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_libraries()
@@ -124,6 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     except MissingSourceError as error:
         print(f"predict.py: {error}", file=sys.stderr)
         return 1
+    try:
+        outputs = claim_outputs(args)
+    except OutputDirError as error:
+        print(f"predict.py: {error}", file=sys.stderr)
+        return 2
+    try:
+        return write_predictions(args, outputs)
+    except OutputDirError as error:
+        print(f"predict.py: {error}", file=sys.stderr)
+        return 2
+    finally:
+        for output in outputs:
+            if not output.keep_staging:
+                output.discard()  # after a failure: nothing half-written is left
+
+
+def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> int:
+    """Load the model, predict into the staged outputs, and place them."""
+    prediction_dir = outputs[0].staging
+    truth_dir = outputs[1].staging if len(outputs) > 1 else None
     try:
         tokenizer, model, preprocessor = load_pretrained_model(
             args.version,
@@ -159,9 +224,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         # skips found while listing the split; those met while reading happen in the workers
         startup_skips = sum(sum(c.values()) for c in dataset.skip_counts().values())
-        for directory in (args.output_dir, args.save_groundtruth):
-            if directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
         loader = DataLoader(
             dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate
         )
@@ -179,11 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                 batch["image_paths"], output.pred_masks, batch["masks_list"], strict=True
             ):
                 stem = Path(image_path).stem
-                save_array(args.output_dir / f"{stem}.npy", (logits > 0).cpu().numpy())
-                if args.save_groundtruth is not None:
+                save_array(prediction_dir / f"{stem}.npy", (logits > 0).cpu().numpy())
+                if truth_dir is not None:
                     labels = truth.to(torch.uint8).numpy()  # [n, H, W] 0 / 1 / 255
-                    save_array(args.save_groundtruth / f"{stem}.npy", labels)
+                    save_array(truth_dir / f"{stem}.npy", labels)
                 written.add(stem)
+    for folder in outputs:
+        folder.commit()
     # an unreadable image is replaced by the next one, so it shows as a missing file
     skipped = startup_skips + len(dataset) - len(written)
     print(

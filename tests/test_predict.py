@@ -10,6 +10,7 @@ import pytest
 import eval_mask
 import predict
 from utils.metrics import intersection_and_union
+from utils.output_dir import MANIFEST_NAME
 from utils.reason_seg import load_annotation, render_mask
 
 
@@ -60,7 +61,8 @@ def test_predictions_close_the_loop_with_eval_mask(tiny_lisa_dir, split, tmp_pat
     assert code == 0
     assert "2 prediction files written" in out and "(1 images skipped)" in out
     assert f"--groundtruth_dir={split}" in out
-    assert sorted(p.name for p in predictions.iterdir()) == ["img1.npy", "img3.npy"]
+    written = sorted(p.name for p in predictions.iterdir() if p.name != MANIFEST_NAME)
+    assert written == ["img1.npy", "img3.npy"]
     img3 = np.load(predictions / "img3.npy")
     assert img3.dtype == np.bool_ and img3.shape == (1, 320, 213)
     assert int(img3.sum()) == pytest.approx(36959, abs=2)  # validate()'s mask in the reference
@@ -116,14 +118,17 @@ def test_missing_split_and_checkpoint_are_one_sentence(tmp_path, capsys, monkeyp
         raise AssertionError("the split is checked before the model is loaded")
 
     monkeypatch.setattr(predict, "load_pretrained_model", no_model_load)
-    argv = ["--version", str(tmp_path), "--output_dir", str(tmp_path / "p")]
-    assert predict.main([*argv, "--dataset_dir", str(tmp_path)]) == 1
+    checkpoint, data = tmp_path / "checkpoint", tmp_path / "data"
+    checkpoint.mkdir()
+    argv = ["--version", str(checkpoint), "--output_dir", str(tmp_path / "p")]
+    assert predict.main([*argv, "--dataset_dir", str(data)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "reason_seg/ReasonSeg/val, which does not exist" in err
     assert predict.main([*argv, "--image_dir", str(tmp_path / "nothing")]) == 1
     assert "is not a folder" in capsys.readouterr().err
     monkeypatch.undo()
-    (tmp_path / "reason_seg" / "ReasonSeg" / "val").mkdir(parents=True)
-    code = predict.main([*argv, "--dataset_dir", str(tmp_path)])
+    (data / "reason_seg" / "ReasonSeg" / "val").mkdir(parents=True)
+    code = predict.main([*argv, "--dataset_dir", str(data)])
     assert code == 1 and "no config.json" in capsys.readouterr().err
-    assert not (tmp_path / "p").exists()  # nothing written on a failed start
+    # nothing written on a failed start, not even the staging folder
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "data"]
