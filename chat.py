@@ -11,11 +11,19 @@ One-shot:
 Every mask of an answer is saved in --vis_save_path as {stem}_mask_{i}.jpg and
 {stem}_masked_img_{i}.jpg. The conversation goes on (the model sees the earlier turns) while the
 image stays the same; a new image starts a new conversation.
+
+The --vis_save_path folder may hold other files, but chat.py replaces only pictures it wrote there
+itself (listed in the folder's .lisa_outputs file): when a user's file has the name a mask picture
+would take, that answer's pictures are not saved and one line says why (the chat goes on).
+--output_json replaces only an earlier result file. --overwrite lifts both limits for files of
+those names; nothing else is ever replaced or deleted. Every file is written under a temporary name
+and renamed into place.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +38,8 @@ from model.segmenter import (
     SegmentationResult,
 )
 from utils.console import quiet_libraries
-from utils.result_json import result_document, write_json
+from utils.output_dir import OutputDirError, check_apart_from_inputs
+from utils.result_json import is_result_file, result_document, write_json
 from utils.segmenter_flags import (
     ModelLoadError,
     add_model_flags,
@@ -59,7 +68,13 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a program ended by Ctrl-C
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LISA chat", allow_abbrev=False)
     add_model_flags(parser)
-    parser.add_argument("--vis_save_path", default="./vis_output", type=str)
+    parser.add_argument(
+        "--vis_save_path",
+        default="./vis_output",
+        type=str,
+        help="folder of the mask pictures (created when missing; files chat.py did not write "
+        "there are never replaced)",
+    )
     parser.add_argument("--prompt", default=None, help="one-shot mode: the question (with --image)")
     parser.add_argument(
         "--image", default=None, help="one-shot mode: the image path (with --prompt)"
@@ -72,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="put each mask as COCO RLE into the JSON result (needs pycocotools)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="also replace files of the names chat.py writes that it did not write itself (a "
+        "mask picture in --vis_save_path, the --output_json file); nothing else is touched",
     )
     args = parser.parse_args(argv)
     if (args.prompt is None) != (args.image is None):
@@ -88,6 +109,45 @@ def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
         return load_segmenter_from_flags(args)
     except ModelLoadError as error:
         raise SystemExit(f"chat.py: {error}") from None
+
+
+class MasksNotSavedError(OutputDirError):
+    """An answer whose mask pictures could not be saved; ``result`` is the answer itself."""
+
+    def __init__(self, result: SegmentationResult, reason: OutputDirError) -> None:
+        super().__init__(f"the masks of this answer were not saved: {reason}")
+        self.result = result
+
+
+def prepare_outputs(args: argparse.Namespace) -> Path:
+    """Check the output paths and create --vis_save_path, before the model loads.
+
+    Raises:
+        OutputDirError: one sentence naming the flag and what is wrong.
+    """
+    inputs = {"--version": args.version, "--vision-tower": args.vision_tower}
+    save_dir = Path(args.vis_save_path)
+    # the folder may hold an input: no file chat.py did not write there is ever replaced
+    check_apart_from_inputs(save_dir, "--vis_save_path", inputs, refuse_containing=False)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputDirError(
+            f"--vis_save_path {save_dir} cannot be created ({error.strerror or error})."
+        ) from None
+    if not os.access(save_dir, os.W_OK | os.X_OK):
+        raise OutputDirError(f"--vis_save_path {save_dir} is not writable.")
+    if args.output_json is not None:
+        result_file = Path(args.output_json)
+        check_apart_from_inputs(result_file, "--output_json", {**inputs, "--image": args.image})
+        if result_file.is_dir():
+            raise OutputDirError(f"--output_json {result_file} is a folder; expected a file name.")
+        if result_file.exists() and not args.overwrite and not is_result_file(result_file):
+            raise OutputDirError(
+                f"--output_json {result_file} exists and is not a chat.py result; choose another "
+                "name or pass --overwrite to replace it."
+            )
+    return save_dir
 
 
 @dataclass
@@ -110,8 +170,14 @@ def answer_turn(
     conversation: Conversation,
     prompt: str,
     save_dir: Path,
+    overwrite: bool = False,
 ) -> tuple[SegmentationResult, list[MaskFiles]]:
-    """One turn: generate, remember it, save its masks. Raises InputError on a bad prompt."""
+    """One turn: generate, remember it, save its masks.
+
+    Raises:
+        InputError: a bad prompt.
+        MasksNotSavedError: a file of the user's has a picture's name (the turn is remembered).
+    """
     result, dropped = segmenter.segment_fitting(
         conversation.pixels, prompt, history=conversation.history
     )
@@ -121,19 +187,26 @@ def answer_turn(
             "tokens: the oldest turn was dropped.)"
         )
     conversation.history = result.history
-    files = save_mask_pictures(
-        conversation.pixels,
-        result.masks,
-        save_dir,
-        conversation.image_path.stem,
-        first_index=conversation.masks_saved,
-    )
+    try:
+        files = save_mask_pictures(
+            conversation.pixels,
+            result.masks,
+            save_dir,
+            conversation.image_path.stem,
+            first_index=conversation.masks_saved,
+            overwrite=overwrite,
+        )
+    except OutputDirError as error:
+        raise MasksNotSavedError(result, error) from None
     conversation.masks_saved += len(files)
     return result, files
 
 
-def report(result: SegmentationResult, files: list[MaskFiles]) -> None:
+def report(result: SegmentationResult, files: list[MaskFiles] | None) -> None:
+    """The answer and the pictures saved (``files`` None: not saved, said elsewhere)."""
     print(f"text_output: {result.text}")
+    if files is None:
+        return
     for mask_files in files:
         print(f"{mask_files.mask_path} has been saved.")
         print(f"{mask_files.overlay_path} has been saved.")
@@ -157,7 +230,7 @@ def open_image(segmenter: LisaSegmenter, conversation: Conversation, path_text: 
     return f"New conversation about {path} ({width}x{height})."
 
 
-def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
+def interactive(segmenter: LisaSegmenter, save_dir: Path, overwrite: bool = False) -> int:
     # bytes that are not valid text (a path in another encoding) must not end the chat: keep
     # them as they are for file names, and show them escaped
     if hasattr(sys.stdin, "reconfigure"):
@@ -202,9 +275,13 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path) -> int:
                 elif conversation.pixels is None:
                     print("No image yet: give the path of an image.")
                     continue
-                result, files = answer_turn(segmenter, conversation, prompt, save_dir)
+                result, files = answer_turn(segmenter, conversation, prompt, save_dir, overwrite)
             except PromptTooLongError as error:
                 print(too_long_message(error))
+                continue
+            except MasksNotSavedError as error:
+                report(error.result, None)
+                print(one_line(error))
                 continue
             except (InputError, OSError) as error:
                 print(one_line(error))
@@ -222,13 +299,17 @@ def one_shot(segmenter: LisaSegmenter, args: argparse.Namespace, save_dir: Path)
     conversation = Conversation()
     try:
         open_image(segmenter, conversation, args.image)
-        result, files = answer_turn(segmenter, conversation, args.prompt, save_dir)
+        result, files = answer_turn(segmenter, conversation, args.prompt, save_dir, args.overwrite)
         report(result, files)
         if args.output_json is not None:
             write_result_json(Path(args.output_json), args, result, files)
     except PromptTooLongError as error:
         print(f"chat.py: {too_long_message(error)}", file=sys.stderr)
         return 1
+    except MasksNotSavedError as error:
+        report(error.result, None)
+        print(f"chat.py: {one_line(error)}", file=sys.stderr)
+        return 2
     except (InputError, OSError) as error:
         print(f"chat.py: {one_line(error)}", file=sys.stderr)
         return 1
@@ -259,16 +340,16 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise SystemExit("chat.py: --rle needs pycocotools (pip install pycocotools)") from None
     quiet_libraries()
-    save_dir = Path(args.vis_save_path)
     try:
-        save_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SystemExit(f"chat.py: cannot create --vis_save_path={save_dir}: {error}") from None
+        save_dir = prepare_outputs(args)
+    except OutputDirError as error:
+        print(f"chat.py: {one_line(error)}", file=sys.stderr)
+        return 2
     try:
         segmenter = load_segmenter(args)
         if args.prompt is not None:
             return one_shot(segmenter, args, save_dir)
-        return interactive(segmenter, save_dir)
+        return interactive(segmenter, save_dir, args.overwrite)
     except KeyboardInterrupt:
         print()
         return EXIT_INTERRUPTED

@@ -171,9 +171,12 @@ def claim_file_names(
 def record_files(folder: Path, names: Iterable[str]) -> None:
     """Add ``names`` to the manifest of ``folder`` (call before writing them: a crash then never
     makes a file of ours look like a user's)."""
+    names = set(names)
+    if not names:
+        return
     manifest = folder / MANIFEST_NAME
     payload = read_manifest(manifest)
-    files = set(manifest_files(manifest)) | set(names)
+    files = manifest_files(manifest) | names
     _write_manifest(
         folder, MANIFEST_NAME, files, {k: v for k, v in payload.items() if k != "files"}
     )

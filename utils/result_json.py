@@ -13,11 +13,15 @@ one entry per [SEG] of the answer, in order; ``rle`` (COCO compressed run-length
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from utils.output_dir import write_bytes_atomic
+
+RESULT_KEYS = {"prompt", "image", "answer", "masks"}
+LARGEST_RESULT_BYTES = 64 * 2**20  # a result file is read back only to recognise it
 
 
 def result_document(
@@ -56,6 +60,18 @@ def write_json(path: str | Path, document: dict) -> None:
     """Write ``document`` as UTF-8 JSON under a temporary name, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(path.name + ".tmp")
-    staged.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(staged, path)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def is_result_file(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file holding a result of this schema (one an earlier run
+    wrote, which a new result may replace)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > LARGEST_RESULT_BYTES:
+            return False
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and set(document) == RESULT_KEYS

@@ -6,6 +6,10 @@ For each mask ``i`` of an image whose file name stem is ``stem``:
   original writes ``mask * 100``);
 * ``{stem}_masked_img_{i}.jpg``: the image with the masked pixels blended half and half with pure
   red (``image * 0.5 + (255, 0, 0) * 0.5``, truncated to integers as numpy's cast does).
+
+The folder may hold other files: a picture is written only where no file of that name exists or
+where the file is one this module wrote before (listed in the folder's ``.lisa_outputs``, see
+:mod:`utils.output_dir`); each goes to a temporary name first and is renamed into place.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from utils.output_dir import claim_file_names, record_files, write_bytes_atomic
 
 MASK_VALUE = 100  # grey level of mask pixels in {stem}_mask_{i}.jpg (the original's)
 OVERLAY_COLOR = (255, 0, 0)  # RGB blended into masked pixels
@@ -60,7 +66,18 @@ def _write_jpg(path: Path, picture: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".jpg", picture)
     if not ok:
         raise OSError(f"could not encode {path} as JPEG")
-    path.write_bytes(encoded.tobytes())
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def mask_file_paths(save_dir: Path, stem: str, first_index: int, count: int) -> list[MaskFiles]:
+    """The two picture paths of each of ``count`` masks, numbered from ``first_index``."""
+    return [
+        MaskFiles(
+            mask_path=save_dir / f"{stem}_mask_{index}.jpg",
+            overlay_path=save_dir / f"{stem}_masked_img_{index}.jpg",
+        )
+        for index in range(first_index, first_index + count)
+    ]
 
 
 def save_mask_pictures(
@@ -69,6 +86,9 @@ def save_mask_pictures(
     save_dir: str | Path,
     stem: str,
     first_index: int = 0,
+    *,
+    overwrite: bool = False,
+    flag: str = "--vis_save_path",
 ) -> list[MaskFiles]:
     """Write ``{stem}_mask_{i}.jpg`` and ``{stem}_masked_img_{i}.jpg`` for every mask.
 
@@ -79,19 +99,23 @@ def save_mask_pictures(
         stem: file name stem of the image.
         first_index: ``i`` of the first mask (a conversation numbers its masks across turns so
             that a later answer does not overwrite an earlier one).
+        overwrite: also replace files of those names that this module did not write.
+        flag: the flag that named ``save_dir``, for the message of a refusal.
     Returns:
         The paths written, one pair per mask, in order.
+    Raises:
+        utils.output_dir.OutputDirError: a file of one of the names is not this module's (and
+            ``overwrite`` is off); nothing is written then.
     """
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
+    paths = mask_file_paths(save_dir, stem, first_index, len(masks))
+    names = [path.name for files in paths for path in (files.mask_path, files.overlay_path)]
+    claim_file_names(save_dir, names, flag=flag, overwrite=overwrite)
+    record_files(save_dir, names)
     written = []
-    for offset, mask in enumerate(masks):
-        index = first_index + offset
+    for files, mask in zip(paths, masks, strict=True):
         mask = np.asarray(mask).astype(bool)
-        files = MaskFiles(
-            mask_path=save_dir / f"{stem}_mask_{index}.jpg",
-            overlay_path=save_dir / f"{stem}_masked_img_{index}.jpg",
-        )
         _write_jpg(files.mask_path, mask.astype(np.uint8) * MASK_VALUE)
         overlay = overlay_mask(image, mask)
         _write_jpg(files.overlay_path, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
