@@ -23,6 +23,7 @@ and renamed into place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -216,11 +217,13 @@ def report(result: SegmentationResult, files: list[MaskFiles] | None) -> None:
 
 def open_image(segmenter: LisaSegmenter, conversation: Conversation, path_text: str) -> str | None:
     """Switch to the image at ``path_text`` unless it is the current one; returns a notice."""
-    path = Path(path_text.strip().strip("'\"")).expanduser()
+    path = Path(path_text.strip().strip("'\""))
+    with contextlib.suppress(RuntimeError):  # "~someone" with no such user: read as typed
+        path = path.expanduser()
     try:
         resolved, mtime = path.resolve(), path.stat().st_mtime
-    except OSError:
-        resolved, mtime = path, None  # missing: let read_image phrase the message
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a link loop (Python < 3.13)
+        resolved, mtime = path, None  # missing or a loop: let read_image phrase the message
     if resolved == conversation.image_path and mtime == conversation.image_mtime:
         return None
     pixels = segmenter.read_image(path)  # InputError leaves the conversation as it was

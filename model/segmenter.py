@@ -52,6 +52,11 @@ class InputError(ValueError):
     """A caller's mistake in an image or a prompt; the message is one sentence naming it."""
 
 
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (a prompt that is not a str, a history that is not a list
+    of (user text, answer) pairs); the message is one sentence naming it."""
+
+
 class PromptTooLongError(InputError):
     """The prompt (with its history) has more tokens than the tokenizer's model_max_length."""
 
@@ -97,29 +102,63 @@ def read_image(image: ImageInput) -> np.ndarray:
 
 def _read(image: ImageInput) -> _Image:
     if isinstance(image, str | os.PathLike):
+        if not os.fspath(image):
+            raise InputError("The image path is empty.")
         path = Path(image)
-        if path.is_dir():
-            raise InputError(f"{str(path)!r} is a directory, not an image file.")
-        if not path.exists():
-            raise InputError(f"Image file {str(path)!r} does not exist.")
-        try:
+        try:  # load_image checks that the path is a regular file (not a FIFO, nor a link loop)
             return _Image(load_image(path), f"Image {str(path)!r}")
-        except Image.DecompressionBombError as error:
-            raise InputError(
-                f"Image {str(path)!r} is too large to decode safely: {error}"
-            ) from error
         except ValueError as error:
             raise InputError(str(error)) from error
     if isinstance(image, Image.Image):
+        if 0 in image.size:
+            raise InputError(f"The PIL image is {image.width}x{image.height} pixels: empty.")
         try:
             return _Image(pil_to_rgb(ImageOps.exif_transpose(image)), "The PIL image")
         except (OSError, ValueError) as error:
             raise InputError(f"Cannot convert the PIL image to RGB: {error}.") from error
     if isinstance(image, np.ndarray):
         return _Image(_array_to_rgb(image), "The image array")
-    raise InputError(
+    raise InputTypeError(
         f"An image must be a path, a PIL image or a numpy array, got {type(image).__name__}."
     )
+
+
+def _checked_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str):
+        raise InputTypeError(f"The prompt must be a str, got {type(prompt).__name__}.")
+    if not prompt.strip():
+        raise InputError("The prompt is empty.")
+    return prompt
+
+
+def _checked_history(history: object) -> list[tuple[str, str]]:
+    """``history`` as a list of (user text, answer) str pairs; None is no history."""
+    if history is None:
+        return []
+    if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+        raise InputTypeError(
+            f"history must be a list of (user text, answer) pairs, got {type(history).__name__}."
+        )
+    turns = []
+    for index, turn in enumerate(history):
+        if isinstance(turn, str | bytes) or not isinstance(turn, Sequence) or len(turn) != 2:
+            raise InputTypeError(
+                f"history[{index}] must be a (user text, answer) pair, got {turn!r:.60}."
+            )
+        if not all(isinstance(text, str) for text in turn):
+            kinds = ", ".join(type(text).__name__ for text in turn)
+            raise InputTypeError(f"history[{index}] must hold two str, got ({kinds}).")
+        turns.append((turn[0], turn[1]))
+    return turns
+
+
+def _checked_max_new_tokens(max_new_tokens: object) -> None:
+    if max_new_tokens is None:
+        return
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise InputTypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}.")
+    if max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}.")
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -229,12 +268,14 @@ class LisaSegmenter:
         """Token ids of the chat prompt (image sentinel included), checked.
 
         Raises:
+            InputTypeError: a prompt that is not a str, a history that is not a list of
+                (user text, answer) str pairs.
             InputError: an empty prompt, an image placeholder typed into the text.
             PromptTooLongError: more tokens than ``model_max_length``.
         """
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("The prompt is empty.")
-        turns = [*(history or []), (prompt, "")]
+        prompt = _checked_prompt(prompt)
+        history = _checked_history(history)
+        turns = [*history, (prompt, "")]
         for user_text, _ in turns:
             for placeholder in _PLACEHOLDERS:
                 if placeholder in user_text:
@@ -336,7 +377,7 @@ class LisaSegmenter:
         Returns the result (its ``history`` holds the kept turns and this one) and the number
         of turns dropped. Raises PromptTooLongError when the prompt is too long even alone.
         """
-        turns = list(history or [])
+        turns = _checked_history(history)
         self.prompt_ids(prompt)  # too long alone: say so before dropping anything
         dropped = 0
         while turns:
@@ -363,15 +404,23 @@ class LisaSegmenter:
         ``max_new_tokens``. Masks are those of the [SEG]s in the new answer only (a [SEG] in
         the history was answered in its own turn).
         """
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise InputTypeError(
+                "requests must be a list of (image, prompt) or (image, prompt, history) tuples, "
+                f"got {type(requests).__name__}."
+            )
+        _checked_max_new_tokens(max_new_tokens)
         if not requests:
             return []
         images, prompts, histories = [], [], []
         for request in requests:
             if not isinstance(request, tuple | list) or len(request) not in (2, 3):
-                raise ValueError("each request must be (image, prompt) or (image, prompt, history)")
+                raise InputTypeError(
+                    "each request must be (image, prompt) or (image, prompt, history)"
+                )
             images.append(_read(request[0]))
-            prompts.append(request[1])
-            histories.append(list(request[2] or []) if len(request) == 3 else [])
+            prompts.append(_checked_prompt(request[1]))
+            histories.append(_checked_history(request[2]) if len(request) == 3 else [])
         rows = [self.prompt_ids(p, h) for p, h in zip(prompts, histories, strict=True)]
         prepared = self._prepare(images)
         images_clip, sam_images, resizes, sizes = self._batch_tensors(prepared)

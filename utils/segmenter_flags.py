@@ -94,13 +94,21 @@ def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
         ModelLoadError: a missing or unusable checkpoint, a wrong --image_size, a quantized load
             this device's bitsandbytes cannot do.
     """
+    from model.checkpoint_files import CheckpointError
+    from model.loading import DeviceError
+    from model.loading import resolve_device as check_device
     from model.segmenter import LisaSegmenter
 
+    device = resolve_device(args)
+    try:
+        check_device(device)
+    except DeviceError as error:
+        raise ModelLoadError(f"{'--device' if args.device else '--local-rank'} {error}") from None
     try:
         return LisaSegmenter.from_pretrained(
             args.version,
             precision=args.precision,
-            device=resolve_device(args),
+            device=device,
             vision_tower=args.vision_tower,
             load_in_8bit=args.load_in_8bit,
             load_in_4bit=args.load_in_4bit,
@@ -110,7 +118,7 @@ def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
             use_mm_start_end=args.use_mm_start_end,
             max_new_tokens=args.max_new_tokens,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CheckpointError) as error:
         raise ModelLoadError(f"cannot load --version={args.version}: {error}") from None
     except Exception as error:
         # bitsandbytes builds fail in many ways on devices they do not support (ImportError,

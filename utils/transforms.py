@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.segment_anything.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from utils.regular_files import check_regular_file
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -39,17 +40,20 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     applied, alpha is dropped (not blended), 16-bit samples keep their high byte.
 
     Raises:
-        ValueError: the file is missing, is not an image, or is truncated/corrupt.
+        ValueError: the file is missing or not a regular file (a FIFO, a directory, a loop of
+            links), is not an image, is truncated/corrupt, or has more pixels than Pillow's
+            decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) allows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Image file {str(path)!r} does not exist.")
+    check_regular_file(path, "image file")  # a FIFO would block the reader forever
     try:
         with Image.open(path) as image:
             if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
                 image = ImageOps.exif_transpose(image)
             image.load()  # decode now, so truncation raises here
             return pil_to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"Image {str(path)!r} is too large to decode safely: {error}") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"Cannot read image {str(path)!r}: {error}.") from error
 
