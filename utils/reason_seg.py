@@ -10,14 +10,18 @@ interior, with 1 for targets and 255 for regions that evaluation ignores.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.regular_files import NotRegularFileError, check_regular_file
+
 TARGET_VALUE = 1
 IGNORE_VALUE = 255
+MAX_COORDINATE = 2**30  # points beyond it are no pixel position (and overflow OpenCV's int32)
 
 
 class BadAnnotationError(ValueError):
@@ -39,7 +43,16 @@ class ReasonSegAnnotation:
 
 
 def read_json_text(path: str | Path) -> str:
-    """Text of a json file: UTF-8, else cp1252 (which some ReasonSeg files use)."""
+    """Text of a json file: UTF-8, else cp1252 (which some ReasonSeg files use).
+
+    Raises:
+        BadAnnotationError: not a regular file (a FIFO would block), or neither encoding.
+        OSError: the file cannot be read.
+    """
+    try:
+        check_regular_file(path, "annotation")
+    except NotRegularFileError as error:
+        raise BadAnnotationError(str(error)) from None
     raw = Path(path).read_bytes()
     try:
         return raw.decode("utf-8")
@@ -51,25 +64,65 @@ def read_json_text(path: str | Path) -> str:
 
 
 def load_annotation(path: str | Path) -> ReasonSegAnnotation:
-    """Parse one ReasonSeg json; raises BadAnnotationError with the file and the reason."""
+    """Parse one ReasonSeg json and check its fields.
+
+    Raises:
+        BadAnnotationError: with the file and the reason: unreadable or not json; no 'shapes'
+            list; 'text' not a string or a list of strings; 'is_sentence' not true/false; a
+            shape without a string label or with points that are not finite [x, y] numbers.
+    """
     path = Path(path)
     try:
         data = json.loads(read_json_text(path))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, json.JSONDecodeError, RecursionError) as error:
         raise BadAnnotationError(f"{path}: not a readable json file ({error})") from error
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise BadAnnotationError(f"{path}: expected an object with a 'shapes' list")
-    texts = data.get("text", [])
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    shapes = []
-    for index, shape in enumerate(data["shapes"]):
-        try:
-            points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
-            label = str(shape["label"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise BadAnnotationError(f"{path}: shape {index} has no valid label/points") from error
-        shapes.append(Shape(label=label, points=points))
-    return ReasonSegAnnotation(path, texts, bool(data.get("is_sentence", False)), shapes)
+    texts = _texts(path, data.get("text", []))
+    is_sentence = data.get("is_sentence", False)
+    if not isinstance(is_sentence, bool):
+        raise BadAnnotationError(
+            f"{path}: 'is_sentence' must be true or false, got {is_sentence!r:.40}"
+        )
+    shapes = [_shape(path, index, shape) for index, shape in enumerate(data["shapes"])]
+    return ReasonSegAnnotation(path, texts, is_sentence, shapes)
+
+
+def _texts(path: Path, texts: object) -> list[str]:
+    """The queries: a string, or a list of non-empty strings."""
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise BadAnnotationError(
+            f"{path}: 'text' must be a string or a list of strings, got {texts!r:.60}"
+        )
+    if any(not text.strip() for text in texts):
+        raise BadAnnotationError(f"{path}: 'text' holds an empty query")
+    return texts
+
+
+def _is_coordinate(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) < MAX_COORDINATE
+    )
+
+
+def _shape(path: Path, index: int, shape: object) -> Shape:
+    """One labelled polygon; its points must be [x, y] pairs of finite numbers."""
+    if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
+        raise BadAnnotationError(f"{path}: shape {index} has no string 'label'")
+    points = shape.get("points")
+    if not isinstance(points, list) or not all(
+        isinstance(point, list) and len(point) == 2 and all(map(_is_coordinate, point))
+        for point in points
+    ):
+        raise BadAnnotationError(
+            f"{path}: shape {index}'s 'points' must be a list of [x, y] pairs of finite "
+            f"numbers, got {points!r:.60}"
+        )
+    return Shape(label=shape["label"], points=np.asarray(points, dtype=np.float64).reshape(-1, 2))
 
 
 def _is_flag(shape: Shape) -> bool:
