@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from utils.metrics import IoUSummary, intersection_and_union, mask_iou, summarize_iou
+from utils.npy_files import NpyFileError, read_npy
 from utils.reason_seg import (
     IGNORE_VALUE,
     TARGET_VALUE,
@@ -39,6 +40,7 @@ from utils.reason_seg import (
     load_annotation,
     render_mask,
 )
+from utils.regular_files import NotRegularFileError, check_regular_file
 
 PREDICTION_SUFFIXES = (".npy", ".png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -154,11 +156,17 @@ def read_ground_truth(item: GroundTruthItem) -> tuple[np.ndarray, bool | None]:
 
 
 def _read_array(path: Path, role: str) -> np.ndarray:
-    """An .npy array or a single-channel PNG as [n, H, W] (a 2-D array gets n = 1)."""
+    """An .npy array or a single-channel PNG as [n, H, W] (a 2-D array gets n = 1).
+
+    Only regular files are opened (a FIFO would block for ever); an .npy header is checked
+    against the file's size before anything is allocated, and masks may have no more pixels
+    than Pillow lets an image have.
+    """
     try:
         if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = read_npy(path)
         else:
+            check_regular_file(path, f"{role} file")
             with Image.open(path) as image:
                 image.load()
                 if len(image.getbands()) != 1:
@@ -167,6 +175,10 @@ def _read_array(path: Path, role: str) -> np.ndarray:
                         f"({image.mode}); a mask PNG must be single-channel"
                     )
                 array = np.asarray(image)
+    except (NpyFileError, NotRegularFileError) as error:
+        raise UnreadableFileError(f"cannot read {role} {path}: {error}") from None
+    except Image.DecompressionBombError as error:
+        raise UnreadableFileError(f"{role} {path} is too large to decode safely: {error}") from None
     except (OSError, ValueError, EOFError, UnidentifiedImageError, SyntaxError) as error:
         raise UnreadableFileError(f"cannot read {role} {path}: {error}") from None
     if array.ndim == 2:
@@ -298,10 +310,16 @@ def evaluate(
     """Score every ground-truth image; ``progress`` None shows a bar only on a terminal."""
     if not submission_dir.is_dir():
         raise EvaluationError(f"--submission_dir {submission_dir} is not a directory")
+    if groundtruth_dir.is_dir() and submission_dir.samefile(groundtruth_dir):
+        raise EvaluationError(
+            f"--submission_dir and --groundtruth_dir are the same folder ({submission_dir}); "
+            "predictions must be scored against ground truth kept in a folder of its own"
+        )
     items = find_ground_truth(groundtruth_dir)
     predictions: dict[str, Path] = {}
     for path in sorted(submission_dir.iterdir()):
-        if path.suffix not in PREDICTION_SUFFIXES or not path.is_file():
+        # every non-folder entry is read, so a FIFO or a link loop is named, not skipped
+        if path.suffix not in PREDICTION_SUFFIXES or path.is_dir():
             continue
         if path.stem in predictions:
             raise EvaluationError(
