@@ -63,6 +63,7 @@ from utils.metrics import (
     mask_iou,
     mean_pairwise_cosine,
 )
+from utils.run_dir import check_run_dir, create_run_dir
 from utils.tokenization import load_tokenizer
 from utils.transforms import ClipTransform
 
@@ -107,7 +108,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--val_dataset", default="ReasonSeg|val", type=str)
     add("--dataset_dir", default="./dataset", type=str)
     add("--log_base_dir", default="./runs", type=str)
-    add("--exp_name", default="lisa", type=str)
+    add(
+        "--exp_name",
+        default="lisa",
+        type=str,
+        help="the run folder is <log_base_dir>/<exp_name>: new, empty, or an earlier run's "
+        "(auto-resume continues it)",
+    )
+    add(
+        "--overwrite",
+        action=on_off,
+        default=False,
+        help="use a run folder that holds files no training run wrote: the run writes its own "
+        "files (lisa_run.json, ckpt_latest/, ckpt_model/, best.json, last_epoch.json, TensorBoard "
+        "events) beside them, and nothing else there is replaced or deleted",
+    )
     add("--epochs", default=10, type=int)
     add("--steps_per_epoch", default=500, type=int)
     add("--batch_size", default=2, type=int, help="batch size per device per step")
@@ -452,10 +467,25 @@ def validate_all(
     return {"giou": giou, "ciou": ciou}
 
 
+def run_folder(args: argparse.Namespace) -> Path:
+    """<log_base_dir>/<exp_name>, checked before anything is built (see utils.run_dir)."""
+    log_dir = Path(args.log_base_dir) / args.exp_name
+    inputs = {
+        "--version": args.version,
+        "--vision-tower": args.vision_tower,
+        "--dataset_dir": args.dataset_dir,
+        "--weight": args.weight,
+        "--vision_pretrained": args.vision_pretrained,
+    }
+    check_run_dir(log_dir, inputs, overwrite=args.overwrite)
+    return log_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_libraries(logging.INFO)
     user_ds_config = check_args(args)
+    log_dir = run_folder(args)
     info = init_distributed()
     torch.manual_seed(args.seed)
     if not info.is_main:
@@ -464,9 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     dtype = resolve_dtype(precision, info.device)
     if dtype == torch.float32:
         precision = "fp32"
-    log_dir = Path(args.log_base_dir) / args.exp_name
     if info.is_main:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        create_run_dir(log_dir)
 
     # --- data (before the model: a data mistake costs no model build) ---
     samples_per_epoch = (

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from utils.errors import UsageError
+
 # No .json suffix: eval_mask.py reads the .json files of a ground-truth folder as annotations.
 MANIFEST_NAME = ".lisa_outputs"
 OVERWRITE_HELP = (
@@ -38,7 +40,7 @@ OVERWRITE_HELP = (
 )
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UsageError):
     """An output the tool may not write; ``str(error)`` is one sentence naming the flag and path."""
 
 
