@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.loading import load_pretrained_model
+from model.loading import DeviceError, load_pretrained_model, resolve_device
 from utils.collate import collate_fn
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_libraries()
     try:
+        resolve_device(args.device)  # a device this machine lacks: say so before anything
+    except DeviceError as error:
+        print(f"predict.py: --device {error}", file=sys.stderr)
+        return 2
+    try:
         check_split_exists(args)
     except MissingSourceError as error:
         print(f"predict.py: {error}", file=sys.stderr)
@@ -200,7 +205,8 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
             model_max_length=args.model_max_length,
         )
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
-        print(f"predict.py: cannot load --version={args.version}: {error}", file=sys.stderr)
+        reason = " ".join(str(error).split())  # library messages may span several lines
+        print(f"predict.py: cannot load --version={args.version}: {reason}", file=sys.stderr)
         return 1
     device = next(model.parameters()).device
     builder = SampleBuilder(
