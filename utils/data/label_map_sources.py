@@ -78,7 +78,13 @@ class LabelMapSource(TrainingSource):
         try:
             with Image.open(path) as image:
                 stored = np.asarray(image)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        except (
+            UnidentifiedImageError,
+            Image.DecompressionBombError,  # more pixels than an image may have
+            OSError,
+            SyntaxError,
+            ValueError,
+        ) as error:
             raise BadSampleError(
                 SkipReason.BAD_ANNOTATION, f"cannot read label map {path!r}: {error}"
             ) from error
