@@ -39,7 +39,11 @@ from model.builder import (
 from model.config import LisaConfig
 from model.loading import resolve_dtype
 from utils.checkpointing import (
-    find_resume_checkpoint,
+    CheckpointSpaceError,
+    check_resume_settings,
+    choose_resume_checkpoint,
+    finish_interrupted_saves,
+    load_resume_checkpoint,
     promote_to_best,
     save_checkpoint,
     write_json_atomic,
@@ -583,16 +587,20 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- resume ---
     global_step, best, resumed_rng = 0, {"giou": -1.0, "ciou": 0.0, "epoch": -1}, None
-    resume = Path(args.resume) if args.resume else None
-    if resume is None and args.auto_resume and not args.eval_only:
-        resume = find_resume_checkpoint(log_dir)
+    settings = checkpoint_settings(args, info, engine, precision)
+    if info.is_main and not args.eval_only:  # a kill while saving left something to repair
+        for line in finish_interrupted_saves(log_dir):
+            print(line)
+    barrier()
+    resume, skipped = choose_resume_checkpoint(
+        log_dir, args.resume, args.auto_resume and not args.eval_only
+    )
     if resume is not None:
-        if not (resume / "latest").is_file():
-            raise SystemExit(
-                f"--resume: {resume} is not a DeepSpeed checkpoint folder (no 'latest' file)"
-            )
-        _, client_state = engine.load_checkpoint(str(resume))
-        client_state = client_state or {}
+        warning = check_resume_settings(resume, settings)
+        if info.is_main:
+            for line in [*skipped, warning] if warning else skipped:
+                print(line)
+        client_state = load_resume_checkpoint(engine, resume)
         global_step = int(client_state.get("global_step", 0))
         best = client_state.get("best", best)
         resumed_rng = client_state.get("rng")
@@ -675,7 +683,11 @@ def main(argv: list[str] | None = None) -> None:
                 and global_step % args.save_steps == 0
                 and step_in_epoch + 1 < args.steps_per_epoch
             ):
-                save_checkpoint(engine, log_dir, client_state_of(global_step, best), info.is_main)
+                record = {"global_step": global_step, "best_metrics": None, "settings": settings}
+                path = save_checkpoint(
+                    engine, log_dir, client_state_of(global_step, best), info.is_main, record
+                )
+                announce_checkpoint(path, global_step, info)
 
         metrics = {"epoch": epoch}
         if val_loaders:
@@ -685,9 +697,17 @@ def main(argv: list[str] | None = None) -> None:
         is_best = not val_loaders or metrics["giou"] > best["giou"]
         if is_best and val_loaders:
             best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "epoch": epoch}
-        save_checkpoint(engine, log_dir, client_state_of(global_step, best), info.is_main)
+        record = {
+            "global_step": global_step,
+            "best_metrics": metrics if is_best else None,  # ckpt_model is made from it next
+            "settings": settings,
+        }
+        path = save_checkpoint(
+            engine, log_dir, client_state_of(global_step, best), info.is_main, record
+        )
+        announce_checkpoint(path, global_step, info)
         if is_best:
-            promote_to_best(log_dir, metrics, info.is_main)
+            announce_checkpoint(promote_to_best(log_dir, metrics, info.is_main), global_step, info)
         if info.is_main:
             write_json_atomic(log_dir / "last_epoch.json", metrics)
     if writer is not None:
@@ -698,6 +718,39 @@ def main(argv: list[str] | None = None) -> None:
 def client_state_of(global_step: int, best: dict) -> dict:
     """What a checkpoint needs besides DeepSpeed's own state to resume exactly."""
     return {"global_step": global_step, "best": best, "rng": torch.get_rng_state()}
+
+
+def checkpoint_settings(args: argparse.Namespace, info, engine, precision: str) -> dict:
+    """What this run's checkpoints are saved with and checked against on resume (see
+    utils.checkpointing.MUST_MATCH / SHOULD_MATCH): the flags that decide the tensors and their
+    split among processes, the schedule, and every parameter's shape and whether it trains."""
+    with_lora = args.trainable == "lisa" and args.lora_r > 0
+    return {
+        "world_size": info.world_size,
+        "zero_stage": int(engine.zero_optimization_stage()),
+        "trainable": args.trainable,
+        "lora_r": args.lora_r if with_lora else 0,
+        "lora_alpha": args.lora_alpha if with_lora else None,
+        "lora_target_modules": args.lora_target_modules if with_lora else None,
+        "lora_dropout": args.lora_dropout if with_lora else None,
+        "out_dim": args.out_dim,
+        "image_size": args.image_size,
+        "precision": precision,
+        "batch_size": args.batch_size,
+        "grad_accumulation_steps": args.grad_accumulation_steps,
+        "steps_per_epoch": args.steps_per_epoch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "parameters": {  # under ZeRO-3 a parameter's own shape is that of its local shard
+            name: [list(getattr(parameter, "ds_shape", parameter.shape)), parameter.requires_grad]
+            for name, parameter in engine.module.named_parameters()
+        },
+    }
+
+
+def announce_checkpoint(path: Path, global_step: int, info) -> None:
+    if info.is_main:
+        tqdm.write(f"checkpoint written: {path} (step {global_step})")
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
@@ -730,6 +783,9 @@ def run(argv: list[str] | None = None) -> int:
     except (UsageError, MissingSourceError) as error:
         print(f"train_ds.py: {error}", file=sys.stderr)
         return 2
+    except CheckpointSpaceError as error:
+        print(f"train_ds.py: {error.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 
