@@ -1,0 +1,57 @@
+"""What the output tests share: a user's files planted before a tool runs and compared byte for byte
+afterwards, and the shape of a refusal (one line, no traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.output_dir import MANIFEST_NAME
+
+
+class UserFiles:
+    """Files (and folders of files) a user made, remembered byte for byte."""
+
+    def __init__(self) -> None:
+        self.contents: dict[Path, bytes] = {}
+
+    def add(self, path: Path, data: bytes | None = None) -> Path:
+        """Write a file of the user's (distinct bytes by default) and remember it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if data is not None else f"the user's {path.name}\n".encode())
+        self.contents[path] = path.read_bytes()
+        return path
+
+    def keep(self, root: Path) -> None:
+        """Remember every file under ``root`` (an input the tool must leave alone)."""
+        paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for path in paths:
+            self.contents[path] = path.read_bytes()
+
+    def assert_untouched(self) -> None:
+        for path, data in self.contents.items():
+            assert path.is_file() and not path.is_symlink(), f"{path} is gone"
+            assert path.read_bytes() == data, f"{path} was changed"
+
+
+def assert_one_line(text: str, *expected: str) -> str:
+    """The message of a refusal: exactly one line, holding every ``expected`` piece."""
+    assert "Traceback" not in text, text
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    for piece in expected:
+        assert piece in lines[0], lines[0]
+    return lines[0]
+
+
+def tool_lines(stderr: str, prefix: str) -> str:
+    """The lines a tool printed itself (a library may log a notice of its own on import, e.g.
+    bitsandbytes on a CPU with AVX-512 bf16), after checking that nothing raised."""
+    assert "Traceback" not in stderr, stderr
+    return "\n".join(line for line in stderr.splitlines() if line.startswith(prefix))
+
+
+def hidden_leftovers(folder: Path) -> list[str]:
+    """Hidden entries a tool may have left beside its output (staging folders, temporaries)."""
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != MANIFEST_NAME
+    )
