@@ -692,7 +692,8 @@ def _check_loaded_keys(info: dict, shapes: dict[str, torch.Size], source: Path) 
         name, file_shape, model_shape = mismatched[0]
         problems.append(
             f"holds {len(mismatched)} tensor(s) of another shape than config.json gives "
-            f"(e.g. {name}: {list(file_shape)} in the file, {list(model_shape)} in the model)"
+            f"({listed(key for key, *_ in mismatched)}; {name} is {list(file_shape)} in the "
+            f"file, {list(model_shape)} in the model)"
         )
     if problems:
         raise CheckpointError(
