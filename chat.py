@@ -130,6 +130,8 @@ def prepare_outputs(args: argparse.Namespace) -> Path:
     save_dir = Path(args.vis_save_path)
     # the folder may hold an input: no file chat.py did not write there is ever replaced
     check_apart_from_inputs(save_dir, "--vis_save_path", inputs, refuse_containing=False)
+    if save_dir.exists() and not save_dir.is_dir():
+        raise OutputDirError(f"--vis_save_path {save_dir} is a file; expected a folder.")
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
