@@ -90,11 +90,13 @@ def check_apart_from_inputs(
     inputs: Mapping[str, str | os.PathLike | None],
     *,
     refuse_containing: bool = True,
+    subject: str | None = None,
 ) -> None:
     """Refuse an output that is, lies inside or (``refuse_containing``) contains an input.
 
     ``inputs`` maps a flag to its path; paths that do not exist here (model hub names, empty
     flags) are no local input and are skipped. Paths are compared after resolving links.
+    ``subject`` names the output in the message (default: the flag and the path).
     """
     target = _resolved(output)
     for input_flag, input_path in inputs.items():
@@ -110,7 +112,8 @@ def check_apart_from_inputs(
         else:
             continue
         raise OutputDirError(
-            f"{flag} {output} {relation}; write outputs to a folder apart from the inputs."
+            f"{subject or f'{flag} {output}'} {relation}; write outputs to a folder apart from "
+            "the inputs."
         )
 
 

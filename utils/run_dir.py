@@ -48,7 +48,7 @@ def check_run_dir(
         raise OutputDirError(f"{shown} is a file; expected a folder.")
     # an input inside the run folder (--weight runs/x/pytorch_model.bin) is fine: a run replaces
     # only its own names
-    check_apart_from_inputs(run_dir, FLAG, inputs, refuse_containing=False)
+    check_apart_from_inputs(run_dir, FLAG, inputs, refuse_containing=False, subject=shown)
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir():
         raise OutputDirError(f"{shown} cannot be created: {existing} is a file, not a folder.")
