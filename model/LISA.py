@@ -690,10 +690,11 @@ def _check_loaded_keys(info: dict, shapes: dict[str, torch.Size], source: Path) 
         )
     if mismatched:
         name, file_shape, model_shape = mismatched[0]
+        others = f"{listed(key for key, *_ in mismatched)}; " if len(mismatched) > 1 else ""
         problems.append(
             f"holds {len(mismatched)} tensor(s) of another shape than config.json gives "
-            f"({listed(key for key, *_ in mismatched)}; {name} is {list(file_shape)} in the "
-            f"file, {list(model_shape)} in the model)"
+            f"({others}{name} is {list(file_shape)} in the file, {list(model_shape)} in the "
+            "model)"
         )
     if problems:
         raise CheckpointError(

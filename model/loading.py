@@ -13,8 +13,13 @@ from pathlib import Path
 import torch
 from transformers import BitsAndBytesConfig
 
-from model.checkpoint_files import CheckpointError, listed, read_config, weight_files_label
-from model.LISA import LISAForCausalLM
+from model.checkpoint_files import (
+    CheckpointError,
+    read_checkpoint_shapes,
+    read_config,
+    weight_files_label,
+)
+from model.LISA import SAM_PREFIX, TEXT_HIDDEN_FCS_PREFIX, LISAForCausalLM
 from utils.constants import SEG_TOKEN
 from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
 from utils.transforms import ClipTransform, ImagePreprocessor, SamTransform
@@ -160,21 +165,14 @@ def load_pretrained_model(
     extra = (
         {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
     )
-    model, info = LISAForCausalLM.from_pretrained(
+    _refuse_llava_base(path)
+    model = LISAForCausalLM.from_pretrained(
         path,
         vision_tower=vision_tower,
         seg_token_idx=seg_token_idx,
         torch_dtype=dtype,
-        output_loading_info=True,
         **extra,
     )
-    if info["missing_keys"]:  # only the LISA parts a LLaVA base lacks get this far
-        raise CheckpointError(
-            f"{weight_files_label(path)} holds no trained SAM and [SEG] projection "
-            f"({listed(sorted(info['missing_keys']))} missing): it is a LLaVA base, not a LISA "
-            "checkpoint; train one, or merge a trained one with "
-            "merge_lora_weights_and_save_hf_model.py."
-        )
     # generation stops at the tokenizer's EOS and pads with its pad id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.bos_token_id = tokenizer.bos_token_id
@@ -188,6 +186,18 @@ def load_pretrained_model(
         clip=_clip_transform(model, vision_tower), sam=SamTransform(sam_size)
     )
     return tokenizer, model, processor
+
+
+def _refuse_llava_base(path: Path) -> None:
+    """A LLaVA base loads for training (SAM and the [SEG] projection start there), never for
+    inference: it would answer with a random SAM."""
+    names = read_checkpoint_shapes(path)
+    if names and not any(name.startswith((SAM_PREFIX, TEXT_HIDDEN_FCS_PREFIX)) for name in names):
+        raise CheckpointError(
+            f"{weight_files_label(path)} holds no SAM and no [SEG] projection (text_hidden_fcs) "
+            "weights: it is a LLaVA base, not a LISA checkpoint; train one, or merge a trained "
+            "one with merge_lora_weights_and_save_hf_model.py."
+        )
 
 
 def _load_checkpoint_tokenizer(path: Path, model_max_length: int) -> LegacyLlamaTokenizer:

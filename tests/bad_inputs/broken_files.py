@@ -283,7 +283,7 @@ BROKEN_CHECKPOINTS: dict[str, tuple[Callable, tuple[str, ...], str]] = {
     ),
     "LLaVA base (no SAM, no [SEG] head)": (
         _edit_weights(_drop("model.visual_model.", "model.text_hidden_fcs.")),
-        ("LLaVA base, not a LISA checkpoint",),
+        ("no SAM and no [SEG] projection", "LLaVA base, not a LISA checkpoint"),
         "pytorch_model.bin",
     ),
     "config.json not json": (
