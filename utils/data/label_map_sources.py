@@ -27,6 +27,7 @@ from utils.data.image_keys import image_key
 from utils.data.questions import short_question_turn
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
+from utils.regular_files import is_regular_file
 
 IGNORE_LABEL = 255
 _CLASS_LISTS = Path(__file__).resolve().parent
@@ -144,7 +145,7 @@ def _files_by_stem(folder: Path, suffix: str) -> dict[str, str]:
         return {
             entry.name[: -len(suffix)]: entry.path
             for entry in entries
-            if entry.name.endswith(suffix) and entry.is_file()
+            if entry.name.endswith(suffix) and is_regular_file(entry.path)  # no FIFO, no loop
         }
 
 

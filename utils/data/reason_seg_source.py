@@ -42,6 +42,7 @@ from utils.reason_seg import (
     load_annotation,
     render_mask,
 )
+from utils.regular_files import is_regular_file
 
 NO_EXPLANATION = -1.0  # --explanatory value that disables explanations
 
@@ -69,7 +70,8 @@ def list_reason_seg_split(
         dataset_dir, f"{layout.REASON_SEG_ROOT}/{name}/{split}", f"{name}|{split}"
     )
     with os.scandir(folder) as entries:
-        names = {e.name for e in entries if e.is_file()}
+        # regular files only (never a FIFO); a loop of links is left out instead of raising
+        names = {e.name for e in entries if is_regular_file(e.path)}
     items, errors = [], []
     for json_name in sorted(n for n in names if n.endswith(".json")):
         image_name = json_name[: -len(".json")] + ".jpg"
