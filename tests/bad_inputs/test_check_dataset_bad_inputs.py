@@ -80,4 +80,4 @@ def test_training_skips_and_counts_every_malformed_annotation(tmp_path):
     }
     assert dataset.source_sizes() == {"ReasonSeg|train": 1}
     for index in range(len(dataset)):
-        assert dataset[index]["image_path"].endswith("good.jpg")
+        assert dataset[index].image_path.endswith("good.jpg")
