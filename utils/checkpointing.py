@@ -112,7 +112,7 @@ def save_checkpoint(
             raise CheckpointSpaceError(
                 errno.ENOSPC,
                 f"no space left on the disk of {log_dir} while writing the checkpoint of step "
-                f"{client_state['global_step']}: the partial {staged.name} was removed and "
+                f"{client_state['global_step']}: the partial {staged.name} was removed, "
                 f"{_describe(final)}; free some space and run the same command to resume",
             ) from None
         raise
@@ -130,7 +130,9 @@ def _abandon(staged: Path, final: Path) -> None:
 
 def _describe(final: Path) -> str:
     tag = latest_tag(final)
-    return f"{final} (step {tag.removeprefix('global_step')}) is intact" if tag else "nothing else"
+    if tag is None:
+        return "there is no earlier checkpoint"
+    return f"{final} (step {tag.removeprefix('global_step')}) is intact"
 
 
 def is_out_of_space(error: BaseException, folder: Path) -> bool:
@@ -168,7 +170,7 @@ def _promote(log_dir: Path, metrics: dict[str, Any]) -> None:
             raise CheckpointSpaceError(
                 errno.ENOSPC,
                 f"no space left on the disk of {log_dir} while making {BEST}: the partial "
-                f"{staged.name} was removed and {log_dir / LATEST} is intact; free some space "
+                f"{staged.name} was removed, {log_dir / LATEST} is intact; free some space "
                 "and run the same command to finish",
             ) from None
         raise
@@ -185,8 +187,12 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,6 +240,8 @@ def finish_interrupted_saves(log_dir: Path) -> list[str]:
             else:
                 previous.rename(final)
                 notes.append(f"restored {final} from {previous.name} (a swap was interrupted)")
+    for partial in (log_dir / BEST_METRICS, log_dir / "last_epoch.json"):
+        partial.with_name(partial.name + ".partial").unlink(missing_ok=True)
     latest = log_dir / LATEST
     record = read_record(latest)
     metrics = (record or {}).get("best_metrics")
