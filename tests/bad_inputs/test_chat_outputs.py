@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import chat
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, tool_lines
+from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
 
 REPO = Path(__file__).resolve().parents[2]
 RED_CIRCLE = "Can you segment the red circle in this image?"
@@ -145,4 +145,21 @@ def test_the_interactive_chat_goes_on_after_a_picture_is_refused(
     assert len(refusals) == 1 and "img1_mask_0.jpg" in refusals[0]
     assert "Traceback" not in out and out.count("text_output: ") == 2
     assert f"{vis / 'copy_mask_0.jpg'} has been saved." in out  # the next turn saved its masks
+    user.assert_untouched()
+
+
+def test_an_unwritable_picture_folder_is_one_line(place, capsys):
+    root, user = place
+    argv = [
+        "--version",
+        str(root / "checkpoint"),
+        "--prompt",
+        "hi",
+        "--image",
+        str(root / "photo.png"),
+    ]
+    with read_only(root / "locked") as locked:
+        assert chat.main([*argv, "--vis_save_path", str(locked / "vis")]) == 2
+        assert sorted(locked.iterdir()) == []
+    assert_one_line(capsys.readouterr().err, "chat.py: --vis_save_path", "cannot be created")
     user.assert_untouched()

@@ -19,6 +19,7 @@ from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
     hidden_leftovers,
+    read_only,
     tool_lines,
 )
 from utils.output_dir import MANIFEST_NAME
@@ -187,4 +188,12 @@ def test_overwrite_writes_beside_the_users_files(workspace, user, tmp_path):
     listed = set(json.loads((output / MANIFEST_NAME).read_text())["files"])
     assert notes.name not in listed and "sub/data.bin" not in listed
     assert merge.main(merge_args(workspace, output)) == 2  # other files: still refused alone
+    user.assert_untouched()
+
+
+def test_an_unwritable_place_is_one_line(workspace, user, tmp_path, capsys):
+    with read_only(tmp_path / "locked") as locked:
+        assert merge.main(merge_args(workspace, locked / "LISA-7B")) == 2
+        assert sorted(locked.iterdir()) == []
+    assert_one_line(capsys.readouterr().err, "merge: --save_path", "cannot be written")
     user.assert_untouched()

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 import predict
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, hidden_leftovers, tool_lines
+from tests.bad_inputs.user_files import (
+    UserFiles,
+    assert_one_line,
+    hidden_leftovers,
+    read_only,
+    tool_lines,
+)
 from utils.output_dir import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,3 +142,17 @@ def test_outputs_are_written_replaced_and_kept_apart(tiny_lisa_dir, tiny_cases_d
     user.assert_untouched()
     assert files(preds) == ["img1.npy", "notes.txt"]
     assert hidden_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["--output_dir", "--save_groundtruth"])
+def test_an_unwritable_place_is_one_line(place, flag, capsys):
+    root, user = place
+    argv = [*model_and_data(root, True), "--output_dir", str(root / "preds")]
+    argv += ["--save_groundtruth", str(root / "truth")]
+    with read_only(root / "locked") as locked:
+        argv[argv.index(flag) + 1] = str(locked / "out")
+        assert predict.main(argv) == 2
+        assert sorted(locked.iterdir()) == []
+    assert_one_line(capsys.readouterr().err, f"predict.py: {flag}", "cannot be written")
+    user.assert_untouched()
+    assert not (root / "preds").exists() and hidden_leftovers(root) == []

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, hidden_leftovers, tool_lines
+from tests.bad_inputs.user_files import (
+    UserFiles,
+    assert_one_line,
+    hidden_leftovers,
+    read_only,
+    tool_lines,
+)
 from tests.utils.data.fake_tree import Box, reason_seg_annotation, write_image
 from utils.output_dir import MANIFEST_NAME
 from utils.render_reason_seg_masks import main
@@ -103,3 +109,10 @@ def test_overwrite_writes_beside_the_users_files(split, tmp_path):
     user.assert_untouched()
     assert {p.name for p in (output / "a").iterdir()} == PICTURES | {"my_drawing.png"}
     assert {p.name for p in (output / "b").iterdir()} == PICTURES
+
+
+def test_an_unwritable_place_is_one_line(split, tmp_path, capsys):
+    with read_only(tmp_path / "locked") as locked:
+        assert render(split, locked / "out") == 2
+        assert sorted(locked.iterdir()) == []
+    assert_one_line(capsys.readouterr().err, "--output_dir", "cannot be written")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, hidden_leftovers, tool_lines
+from tests.bad_inputs.user_files import (
+    UserFiles,
+    assert_one_line,
+    hidden_leftovers,
+    read_only,
+    tool_lines,
+)
 from utils.toy_dataset.__main__ import main
 from utils.toy_dataset.output import MARKER_FILE
 
@@ -180,3 +186,10 @@ def test_an_empty_folder_is_used(tmp_path, fresh):
     (tmp_path / "dataset").mkdir()
     assert toy(tmp_path / "dataset") == 0
     assert digests(tmp_path / "dataset") == digests(fresh)
+
+
+def test_an_unwritable_place_is_one_line(tmp_path, capsys):
+    with read_only(tmp_path / "locked") as locked:
+        assert toy(locked / "dataset") == 2
+        assert sorted(locked.iterdir()) == []
+    assert_one_line(capsys.readouterr().err, "error: --dataset_dir", "cannot be written")

@@ -3,7 +3,12 @@ afterwards, and the shape of a refusal (one line, no traceback)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from utils.output_dir import MANIFEST_NAME
 
@@ -55,3 +60,25 @@ def hidden_leftovers(folder: Path) -> list[str]:
     return sorted(
         p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != MANIFEST_NAME
     )
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` made read-only. Root ignores permissions, so under root creating anything in it
+    fails the way it would for a user (PermissionError at the mkdir), by an injected fault."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    real_mkdir = Path.mkdir
+
+    def mkdir(path: Path, *args, **kwargs) -> None:
+        if not path.exists() and folder in Path(os.path.abspath(path)).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            if os.geteuid() == 0:
+                patch.setattr(Path, "mkdir", mkdir)
+            yield folder
+    finally:
+        folder.chmod(0o755)
