@@ -12,7 +12,8 @@ import pytest
 
 import train_ds
 from model.tiny_base import TinyBaseSizes, build_tiny_base
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, tool_lines
+from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
+from utils.output_dir import OutputDirError
 from utils.run_dir import RUN_MARKER, create_run_dir
 from utils.toy_dataset import make_toy_dataset
 
@@ -157,6 +158,15 @@ def test_overwrite_uses_a_folder_of_the_users(workspace, user, tmp_path):
     user.assert_untouched()
     claimed(workspace, tmp_path / "runs", "mine")  # from now on it is a run's folder
     user.assert_untouched()
+
+
+def test_an_unwritable_place_is_one_sentence(workspace, tmp_path):
+    """Checked on every rank before anything is built where permissions tell (not under root),
+    and by the main process when it creates the folder."""
+    with read_only(tmp_path / "locked") as locked, pytest.raises(OutputDirError) as refusal:
+        claimed(workspace, locked, "run")
+    assert sorted((tmp_path / "locked").iterdir()) == []
+    assert_one_line(str(refusal.value), "the run folder", "cannot be")
 
 
 @pytest.mark.slow
