@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from model.builder import LoraSettings, apply_lora, build_lisa_from_flags, unwrap_lisa
-from model.checkpoint_files import load_state_dict_file
+from model.checkpoint_files import CheckpointError, load_state_dict_file, read_tensor_shapes
 from model.loading import PRECISIONS
 from utils.console import quiet_libraries
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
@@ -94,6 +94,7 @@ def merge(args: argparse.Namespace) -> Path:
     for flag, path in (("--version", args.version), ("--weight", args.weight)):
         if not Path(path).exists():
             raise SystemExit(f"{flag}: {path} does not exist")
+    read_tensor_shapes(args.weight)  # a file that is no state dict: said before the model builds
     output = OutputFolder(
         args.save_path,
         flag="--save_path",
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         merge(args)
     except OutputDirError as error:
+        print(f"merge: {error}", file=sys.stderr)
+        return 2
+    except CheckpointError as error:  # --weight, or a checkpoint file of --version
         print(f"merge: {error}", file=sys.stderr)
         return 2
     return 0

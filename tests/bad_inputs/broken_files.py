@@ -4,8 +4,10 @@ with fields of the wrong kind, and the checks every refusal must pass."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -347,3 +349,38 @@ def broken_checkpoint(reference: Path, root: Path, name: str) -> tuple[Path, Pat
         copy_checkpoint_files(reference, target)
         build(reference, target, root / "code_ran")
     return target, clip
+
+
+# --- files given as --weight (a state dict expected) -------------------------------------
+
+
+def plain_pickle(path, marker):
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+
+
+WEIGHT_FILES = {
+    "bare tensor": (lambda p, m: torch.save(torch.zeros(3, 4), p), "single tensor of shape [3, 4]"),
+    "pickle of an object": (
+        lambda p, m: torch.save({"w": RunsCode(m)}, p),
+        "Python objects other than tensors",
+    ),
+    "pickle of a list": (lambda p, m: torch.save([torch.zeros(2)], p), "holds a list"),
+    "plain pickle": (plain_pickle, "not a torch checkpoint"),
+    "dict with numbers": (
+        lambda p, m: torch.save({"w": torch.zeros(2), "step": 3}, p),
+        "entries that are not tensors (step)",
+    ),
+    "empty dict": (lambda p, m: torch.save({}, p), "holds no tensor"),
+    "text": (lambda p, m: p.write_text("weights"), "not a torch checkpoint"),
+    "empty file": (lambda p, m: p.write_bytes(b""), "not a torch checkpoint"),
+    "truncated": (
+        lambda p, m: p.write_bytes(_saved_bytes({"w": torch.zeros(100)})[:300]),
+        "truncated or corrupt",
+    ),
+}
+
+
+def _saved_bytes(state) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()

@@ -2,8 +2,6 @@
 the weight-file reader of --weight): a checkpoint loads whole or not at all, and every broken
 file is a CheckpointError whose one sentence names it."""
 
-import pickle
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -14,7 +12,7 @@ from model.segmenter import LisaSegmenter
 
 from .broken_files import (
     BROKEN_CHECKPOINTS,
-    RunsCode,
+    WEIGHT_FILES,
     broken_checkpoint,
     copy_checkpoint_files,
     one_line,
@@ -85,40 +83,6 @@ def test_a_bad_sam_file_for_a_llava_base_names_it(tiny_lisa_dir, tmp_path):
 
 
 # --- the weight files of --weight (train_ds.py --eval_only and the merge) --------------------
-
-
-def plain_pickle(path, marker):
-    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
-
-
-WEIGHT_FILES = {
-    "bare tensor": (lambda p, m: torch.save(torch.zeros(3, 4), p), "single tensor of shape [3, 4]"),
-    "pickle of an object": (
-        lambda p, m: torch.save({"w": RunsCode(m)}, p),
-        "Python objects other than tensors",
-    ),
-    "pickle of a list": (lambda p, m: torch.save([torch.zeros(2)], p), "holds a list"),
-    "plain pickle": (plain_pickle, "not a torch checkpoint"),
-    "dict with numbers": (
-        lambda p, m: torch.save({"w": torch.zeros(2), "step": 3}, p),
-        "entries that are not tensors (step)",
-    ),
-    "empty dict": (lambda p, m: torch.save({}, p), "holds no tensor"),
-    "text": (lambda p, m: p.write_text("weights"), "not a torch checkpoint"),
-    "empty file": (lambda p, m: p.write_bytes(b""), "not a torch checkpoint"),
-    "truncated": (
-        lambda p, m: p.write_bytes(_saved_bytes({"w": torch.zeros(100)})[:300]),
-        "truncated or corrupt",
-    ),
-}
-
-
-def _saved_bytes(state) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("name", list(WEIGHT_FILES))
