@@ -35,8 +35,8 @@ from utils.errors import UsageError
 # No .json suffix: eval_mask.py reads the .json files of a ground-truth folder as annotations.
 MANIFEST_NAME = ".lisa_outputs"
 OVERWRITE_HELP = (
-    "write into an existing folder that holds files this tool did not write: files with the "
-    "names it writes are replaced, every other file is left as it is (nothing is deleted)"
+    "write into an existing folder that holds files this tool did not write: those with the "
+    "names it writes are replaced, the others are left as they are"
 )
 
 
