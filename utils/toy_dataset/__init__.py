@@ -6,7 +6,7 @@ circles, triangles, squares, rectangles, pentagons, hexagons and stars on a ligh
 to four per picture, never overlapping), so that the real readers and ``train_ds.py`` take it
 unchanged::
 
-    toy_dataset.json                                  marker: parameters and counts of the run
+    toy_dataset.json                                  marker: parameters, counts, files written
     ade20k/images/training/ADE_train_%08d.jpg
     ade20k/annotations/training/ADE_train_%08d.png    class position + 1, 0 = other
     coco/train2017/%012d.jpg                          COCO-Stuff, PACO-LVIS, LLaVA pictures
