@@ -144,3 +144,22 @@ def test_a_bad_file_of_the_split_is_skipped_and_counted(
     one_line("\n".join(warnings), "skipped a ReasonSeg", piece)
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.npy")) == ["good.npy"]
     assert snapshot(split) == before
+
+
+@pytest.mark.parametrize("flag", ["--load_in_4bit", "--load_in_8bit"])
+def test_quantized_loading_on_this_device_predicts_or_says_why(
+    tiny_lisa_dir, tiny_cases_dir, tmp_path, capsys, flag
+):
+    """bitsandbytes has a CPU backend: the quantized model predicts; where a build cannot, the
+    failure is one line."""
+    split = write_split(tmp_path / "split", tiny_cases_dir)
+    code, out, err = run(
+        capsys, tiny_lisa_dir, tiny_lisa_dir / "clip", flag,
+        "--image_dir", split, "--output_dir", tmp_path / "pred",
+    )  # fmt: skip
+    assert "Traceback" not in err
+    if code == 0:
+        assert "1 prediction files written" in out
+        assert np.load(tmp_path / "pred" / "good.npy").shape == (1, 240, 320)
+    else:
+        one_line(err, "predict.py: cannot load")
