@@ -279,19 +279,16 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def check_state_dict_file(path: str, flag: str) -> None:
     """A readable file of named tensors (safetensors, or a torch file of a dict of tensors)."""
-    from model.checkpoint_files import read_tensor_shapes
+    from model.checkpoint_files import CheckpointError, read_tensor_shapes
 
     if not Path(path).is_file():
         raise UsageError(f"{flag}: {path} is not a file")
     try:
         shapes = read_tensor_shapes(path)
-    except Exception:  # any unreadable or unsafe file: the sentence below says what is expected
-        shapes = {}
+    except CheckpointError as error:
+        raise UsageError(f"{flag}: {error}") from None
     if not shapes:
-        raise UsageError(
-            f"{flag}: {path} is not a state dict (a safetensors file, or a torch file holding a "
-            "dict of tensor names to tensors, e.g. zero_to_fp32.py's pytorch_model.bin)"
-        )
+        raise UsageError(f"{flag}: {path} holds no tensors")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -761,7 +758,7 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "inv_freq" not in k]
     if unexpected or (missing and len(missing) == len(list(model.state_dict()))):
-        raise SystemExit(
+        raise UsageError(
             f"--weight: {path} does not fit this model ({len(unexpected)} unexpected keys, "
             f"e.g. {unexpected[:3]})"
         )
