@@ -201,7 +201,7 @@ def step_files(checkpoint: Path) -> list[Path]:
 def plant_pickle(state_file: Path, marker: Path) -> None:
     """Rewrite a real checkpoint file with one more entry whose unpickling creates ``marker``,
     and check that full unpickling of exactly these bytes would run it."""
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    state = load_weights_only(state_file, map_location="cpu")
     state["note"] = MarkerOnUnpickle(marker)
     state_file.unlink()  # a file of its own (not a hard link shared with another checkpoint)
     torch.save(state, state_file)
