@@ -4,7 +4,12 @@ The public names are imported on first use, so that importing a submodule such a
 ``model.segment_anything`` does not pull in the whole stack.
 """
 
+import logging
 from importlib import import_module
+
+# On CPUs with AVX512-BF16, bitsandbytes (imported through peft) logs at import time that an
+# optional kernels package is absent; 4-bit loading works without it, so the line only misleads.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 _EXPORTS = {
     "LISAForCausalLM": "model.LISA",
