@@ -418,7 +418,7 @@ def page_layout(examples: list[Example]) -> Page:
             prompt = gr.Textbox(
                 label="Prompt",
                 placeholder="Where is the dog's tail? Please output segmentation mask.",
-                lines=2,
+                lines=1,
                 max_lines=12,
                 elem_id="prompt",
             )
@@ -466,6 +466,7 @@ def page_layout(examples: list[Example]) -> Page:
             examples=[[str(e.image), e.prompt] for e in examples],
             inputs=[image, prompt],
             label="Examples (click one, then Send)",
+            elem_id="examples",
         )
     return Page(image, prompt, send, reset, overlay, opacity, chat, answer, notice, downloads)
 
