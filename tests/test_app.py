@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
 from PIL import Image
 
 import app
@@ -89,7 +90,7 @@ def seg_server(seg_model, examples_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("seg_app") / "server.log"
     server = start_app(
         ["--version", str(seg_model), "--precision", "fp32", "--max_new_tokens", "4"]
-        + ["--examples", str(examples_dir)],
+        + ["--examples", str(examples_dir), "--queue_size", "1"],
         log,
     )
     yield server
@@ -421,6 +422,22 @@ def test_each_seg_has_its_colour_on_the_image_and_in_the_text(
     ]
     assert labels == [mask_label(i) for i in range(4)]
     assert reply.answer["color_map"] == {mask_label(i): hex_color(i) for i in range(4)}
+
+
+def test_requests_beyond_the_queue_size_are_refused_with_a_message(seg_server, pictures, tmp_path):
+    clients = [connect(seg_server, tmp_path / str(i)) for i in range(6)]
+    upload = handle_file(str(pictures["shapes.png"]))
+    jobs = [client.submit(upload, "Where?", 0.5, api_name="/ask") for client in clients]
+    refused = 0
+    for job in jobs:
+        try:
+            job.result(timeout=300)
+        except QueueError as error:
+            assert "Queue is full" in str(error)
+            refused += 1
+    # one request runs, one waits (--queue_size 1); those sent meanwhile are refused
+    assert 1 <= refused <= len(jobs) - 2
+    assert len(ask(clients[0], pictures["shapes.png"], "And now?").masks) == 4
 
 
 def test_example_folder_gives_each_image_its_request(seg_server, tmp_path):
