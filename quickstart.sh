@@ -216,4 +216,8 @@ outputs in $OUT:
   predictions/           one .npy mask stack per val image (predict.py)
   eval.json              eval_mask.py report
   vis_output/            chat.py overlay and masks; chat.json: its answer
+
+Open the web demo on this model (the toy val images are its examples), then visit
+http://127.0.0.1:7860 in a browser:
+  .venv/bin/python app.py --version=$OUT/model --precision fp32
 EOF
