@@ -1,8 +1,12 @@
 """LISA: a LLaVA-style multimodal LLaMA whose ``[SEG]`` tokens are decoded into masks by SAM.
 
 Read this file top to bottom: the model (``LisaModel``: LLaMA + CLIP tower + projector + SAM +
-``text_hidden_fcs``), the causal-LM head with the training / validation forward
-(``LISAForCausalLM.model_forward``) and generation (``evaluate``), then loading.
+``text_hidden_fcs``), then the causal-LM head with one method per job over a typed batch
+(:class:`utils.batch.LisaBatch`): ``forward(batch)`` gives the training losses,
+``predict_masks(batch)`` the masks of the [SEG]s in the conversations (validation), and
+``generate(batch)`` answers the prompts and decodes the [SEG]s of the answers. The original's
+``model(**batch_dict)`` / ``model_forward`` and ``evaluate`` stay as adapters onto them. Loading
+a finished checkpoint comes last (building from a LLaVA base is in ``model.builder``).
 
 Sequence convention. ``input_ids`` carry one sentinel (``IMAGE_TOKEN_INDEX`` = -200) where the
 image goes. The model expands each sentinel into as many positions as the vision tower yields
@@ -50,6 +54,7 @@ from model.segment_anything import (
     sam_config_from_state_dict,
 )
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
+from utils.batch import LisaBatch, one_prompt_per_image_offset
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 logger = logging.getLogger(__name__)
@@ -61,11 +66,13 @@ TEXT_HIDDEN_FCS_PREFIX = "model.text_hidden_fcs."
 
 @dataclass
 class LisaOutput(ModelOutput):
-    """What ``model_forward`` returns (dict and attribute access).
+    """What ``forward(batch)`` returns (dict and attribute access): the losses (scalars), and
+    for inspection the LLM's last hidden states, the [SEG] positions and their projections;
+    logits only with ``output_logits=True``.
 
-    Training: the losses (scalars). Inference: ``pred_masks`` / ``gt_masks``, one [n_i, H_i, W_i]
-    tensor per image (mask logits; binarise with ``> 0``). The remaining fields are there for
-    inspection: logits only when ``output_logits=True``.
+    The original's ``model_forward(..., inference=True)`` returns this type too, with
+    ``pred_masks`` / ``gt_masks`` (one [n_i, H_i, W_i] tensor per image, mask logits: binarise
+    with ``> 0``) instead of the losses.
     """
 
     loss: torch.Tensor | None = None
@@ -79,6 +86,27 @@ class LisaOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     seg_token_mask: torch.Tensor | None = None
     pred_embeddings: torch.Tensor | None = None
+
+
+@dataclass
+class MaskPrediction:
+    """What ``predict_masks(batch)`` returns."""
+
+    pred_masks: list[torch.Tensor]  # B tensors [n_i, H_i, W_i] of mask logits (binarise: > 0)
+    pred_embeddings: torch.Tensor  # [S, out_dim] projected [SEG] states, all rows, in order
+    last_hidden_state: torch.Tensor  # [N, Lx, H] over the expanded sequences
+    seg_token_mask: torch.Tensor  # [N, Lx] bool: the positions whose state feeds a mask
+    logits: torch.Tensor | None = None  # [N, Lx, V], only with output_logits=True
+
+
+@dataclass
+class LisaGeneration:
+    """What ``generate(batch)`` returns."""
+
+    # [N, L'] long: each row's prompt ids (image sentinel included), then its new tokens up to
+    # and including EOS; right-padded with the pad id
+    output_ids: torch.Tensor
+    pred_masks: list[torch.Tensor]  # per image [n_i, H_i, W_i] logits, one per new [SEG]
 
 
 @dataclass
@@ -306,108 +334,127 @@ class LISAForCausalLM(LlamaForCausalLM):
         return pred_embeddings, list(pred_embeddings.split(per_image.tolist()))
 
     # ------------------------------------------------------------------------------------------
-    # Training and validation forward
+    # The three jobs: losses (forward), masks (predict_masks), answers and their masks (generate)
 
-    def forward(self, *args, **kwargs):
-        """``model(**batch)``: the LISA forward when images are given, else the plain LLM forward."""
-        if kwargs.get("images_clip") is None and kwargs.get("images") is None:
-            for name in (
-                "images",
-                "images_clip",
-                "attention_masks",
-                "offset",
-                "masks_list",
-                "label_list",
-                "resize_list",
-                "inference",
-            ):
-                kwargs.pop(name, None)
-            return super().forward(*args, **kwargs)
-        return self.model_forward(*args, **kwargs)
-
-    def model_forward(
+    def forward(
         self,
-        images: torch.Tensor,
-        images_clip: torch.Tensor,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        attention_masks: torch.Tensor | None = None,
-        offset: torch.Tensor | Sequence[int] | None = None,
-        masks_list: Sequence[torch.Tensor] | None = None,
-        label_list: Sequence[torch.Tensor] | None = None,
-        resize_list: Sequence[Sequence[int]] | None = None,
-        inference: bool = False,
+        batch: LisaBatch | torch.Tensor | None = None,
+        /,
+        *,
         output_logits: bool = False,
-        **_unused,
-    ) -> LisaOutput:
-        """One forward over a batch of images, each with one or more conversations.
+        **kwargs,
+    ):
+        """``model(batch)``: the training losses of a :class:`LisaBatch`, as a :class:`LisaOutput`.
 
-        Args:
-            images: [B, 3, S, S] SAM inputs. images_clip: [B, 3, s, s] CLIP inputs (one per image;
-                CLIP runs once per image whatever the number of conversations).
-            input_ids, labels, attention_masks: [N, L] for the N conversations, image sentinel inside.
-            offset: [B + 1] cumulative conversation counts (conversations of image i are
-                offset[i]:offset[i+1]); default one conversation per image.
-            masks_list: B tensors [n_i, H_i, W_i], ground truth for the [SEG]s of image i in order.
-            label_list: B tensors [H_i, W_i]; only their shapes (the output size) are used.
-            resize_list: B pairs (h', w'), the image's size inside the SAM input.
-            inference: return masks (validation) instead of losses (training).
-            output_logits: also return the full [N, Lx, V] logits.
+        This is what DeepSpeed's engine runs (``engine(batch)``). Two older callers reach the
+        model through ``model(...)`` as well and are served here:
+
+        - the original's dict batch, ``model(**batch_dict)`` (``images`` among the keys): see
+          :meth:`model_forward`;
+        - the plain language model, ``model(input_ids=...)`` without images (transformers'
+          text generation, PEFT): ``LlamaForCausalLM.forward``.
+
+        A PEFT causal-LM wrapper passes the batch as ``input_ids`` beside its own arguments set
+        to None; those are dropped. Any other argument beside a batch is an error.
         """
-        num_images = images_clip.shape[0]
+        if batch is None and isinstance(kwargs.get("input_ids"), LisaBatch):
+            batch = kwargs.pop("input_ids")
+        if isinstance(batch, LisaBatch):
+            _refuse_arguments(_without_unset_peft_arguments(kwargs), "forward(batch)")
+            return self._training_losses(batch, output_logits=output_logits)
+        if batch is not None:  # model(input_ids) positionally, as transformers allows
+            kwargs["input_ids"] = batch
+        if kwargs.get("images") is not None or kwargs.get("images_clip") is not None:
+            kwargs = _without_unset_peft_arguments(kwargs)
+            return self.model_forward(**kwargs, output_logits=output_logits)
+        if output_logits:
+            raise TypeError("output_logits applies to a batch with images")
+        unset = (None, False)  # what a dict batch without images may hold for these keys
+        given = [k for k in ORIGINAL_BATCH_ONLY_KEYS if not _is_one_of(kwargs.pop(k, None), unset)]
+        _refuse_arguments(given, "model(...) without images")
+        return super().forward(**kwargs)
+
+    def predict_masks(self, batch: LisaBatch, *, output_logits: bool = False) -> MaskPrediction:
+        """The masks of the [SEG]s in ``batch``'s conversations (validation, predict.py).
+
+        ``labels`` and ``gt_masks`` are not read. Run it under ``torch.no_grad()`` unless
+        gradients are wanted. Returns B mask-logit tensors [n_i, H_i, W_i] at the original sizes
+        (n_i: the [SEG]s of image i's conversations) and what produced them.
+        """
+        return self._segmentation_pass(batch, with_labels=False, output_logits=output_logits)[0]
+
+    def _segmentation_pass(
+        self, batch: LisaBatch, *, with_labels: bool, output_logits: bool
+    ) -> tuple[MaskPrediction, torch.Tensor | None]:
+        """CLIP, the LLM over the expanded sequences and SAM for every [SEG]; also the labels
+        on the expanded sequence when ``with_labels``."""
+        num_images = batch.num_images
         conversation_to_image = conversation_image_index(
-            offset, input_ids.shape[0], num_images, input_ids.device
+            batch.offset, batch.num_conversations, num_images, batch.input_ids.device
         )
-        image_features = self.model.get_image_features(images_clip)  # (B, T, H)
-        batch = self.prepare_multimodal_inputs(
-            input_ids, image_features, conversation_to_image, attention_masks, labels
+        image_features = self.model.get_image_features(batch.images_clip)  # (B, T, H)
+        inputs = self.prepare_multimodal_inputs(
+            batch.input_ids,
+            image_features,
+            conversation_to_image,
+            batch.attention_mask,
+            batch.labels if with_labels else None,
         )
         # Under causal attention no real token sees the trailing pads of a right-padded row, so
         # the padding mask can be dropped there and the fused causal kernel used.
-        attention_mask = None if _is_right_padded(batch.attention_mask) else batch.attention_mask
+        attention_mask = None if _is_right_padded(inputs.attention_mask) else inputs.attention_mask
         hidden = self.model(
-            inputs_embeds=batch.inputs_embeds, attention_mask=attention_mask, use_cache=False
+            inputs_embeds=inputs.inputs_embeds, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state  # (N, Lx, H); rows' pad positions hold values nothing uses
 
-        seg_mask = self.seg_token_mask(batch.expanded_ids)
+        seg_mask = self.seg_token_mask(inputs.expanded_ids)  # (N, Lx)
         pred_embeddings, per_image = self.project_seg_states(
             hidden, seg_mask, conversation_to_image, num_images
         )
-        if label_list is not None:
-            original_sizes = [tuple(label.shape[-2:]) for label in label_list]
-        else:
-            original_sizes = [tuple(m.shape[-2:]) for m in masks_list]
-        if resize_list is None:
-            resize_list = [images.shape[-2:]] * num_images
-        pred_masks = self.decode_masks(images, per_image, resize_list, original_sizes)
-
-        output = LisaOutput(
-            last_hidden_state=hidden, seg_token_mask=seg_mask, pred_embeddings=pred_embeddings
+        pred_masks = self.decode_masks(
+            batch.images, per_image, batch.resize_sizes, batch.original_sizes
         )
-        if output_logits:
-            output.logits = self.lm_head(hidden)
-        if inference:
-            output.pred_masks = pred_masks
-            output.gt_masks = list(masks_list) if masks_list is not None else None
-            return output
+        prediction = MaskPrediction(
+            pred_masks=pred_masks,
+            pred_embeddings=pred_embeddings,
+            last_hidden_state=hidden,
+            seg_token_mask=seg_mask,
+            logits=self.lm_head(hidden) if output_logits else None,
+        )
+        return prediction, inputs.labels
 
-        if batch.labels is None or masks_list is None:
-            raise ValueError(
-                "training forward needs labels and masks_list (or pass inference=True)"
-            )
-        for i, (pred, gt) in enumerate(zip(pred_masks, masks_list, strict=True)):
+    def _training_losses(self, batch: LisaBatch, *, output_logits: bool) -> LisaOutput:
+        """ce_w * CE(next token) + bce_w * BCE(masks) + dice_w * Dice(masks)."""
+        if batch.labels is None or batch.gt_masks is None:
+            raise ValueError("the training forward needs a batch with labels and gt_masks")
+        prediction, labels = self._segmentation_pass(
+            batch, with_labels=True, output_logits=output_logits
+        )
+        pred_masks, gt_masks = prediction.pred_masks, batch.gt_masks
+        for i, (pred, gt) in enumerate(zip(pred_masks, gt_masks, strict=True)):
             if pred.shape[0] != gt.shape[0]:
                 raise ValueError(
-                    f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but {gt.shape[0]} ground-truth masks"
+                    f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but "
+                    f"{gt.shape[0]} ground-truth masks"
                 )
-        output.ce_loss = self._language_loss(hidden, batch.labels) * self.config.ce_loss_weight
+        output = LisaOutput(
+            last_hidden_state=prediction.last_hidden_state,
+            seg_token_mask=prediction.seg_token_mask,
+            pred_embeddings=prediction.pred_embeddings,
+            logits=prediction.logits,
+        )
+        hidden = prediction.last_hidden_state
+        output.ce_loss = self._language_loss(hidden, labels) * self.config.ce_loss_weight
         bce, dice = mask_losses(
-            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, masks_list, strict=True)]
+            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, gt_masks, strict=True)]
         )
         # Every decoded mask (even of an image without [SEG]) and every projected [SEG] state
         # joins the loss with weight zero: all ranks then run the same backward, which ZeRO-3's
         # collective weight gathering needs, whatever the data of each rank.
-        anchor = sum((m.float().sum() for m in pred_masks), pred_embeddings.float().sum()) * 0.0
+        anchor = (
+            sum((m.float().sum() for m in pred_masks), prediction.pred_embeddings.float().sum())
+            * 0.0
+        )
         if bce is None:  # no mask in this batch
             bce = dice = anchor
         output.mask_bce_loss = bce * self.config.bce_loss_weight
@@ -423,10 +470,160 @@ class LISAForCausalLM(LlamaForCausalLM):
         logits = self.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
         return F.cross_entropy(logits.float(), targets[supervised])
 
-    # ------------------------------------------------------------------------------------------
-    # Generation
+    def generate(self, batch: LisaBatch | torch.Tensor | None = None, /, **kwargs):
+        """``generate(batch, max_new_tokens=32, eos_token_id=None)`` -> :class:`LisaGeneration`.
+
+        Greedy answers to the prompts of a :class:`LisaBatch` (``labels`` and ``gt_masks`` are
+        not read), with a key/value cache; a row stops at ``eos_token_id`` (default: the
+        config's; None runs every step) or after ``max_new_tokens``. Then the masks of the
+        [SEG]s of each new answer, per image. A [SEG] already in the prompt (an earlier turn of
+        a multi-turn conversation) gets no mask: it was answered in its own turn.
+
+        Called with anything but a LisaBatch, this is transformers' text generation of the
+        plain language model (which PEFT's ``generate`` also reaches).
+        """
+        if isinstance(batch, LisaBatch):
+            return self._generate_with_masks(batch, **kwargs)
+        return super().generate(batch, **kwargs)
 
     @torch.no_grad()
+    def _generate_with_masks(
+        self, batch: LisaBatch, *, max_new_tokens: int = 32, eos_token_id: int | None = None
+    ) -> LisaGeneration:
+        eos_id = self.config.eos_token_id if eos_token_id is None else eos_token_id
+        conversation_to_image = conversation_image_index(
+            batch.offset, batch.num_conversations, batch.num_images, batch.input_ids.device
+        )
+        image_features = self.model.get_image_features(batch.images_clip)  # (B, T, H)
+        inputs = self.prepare_multimodal_inputs(
+            batch.input_ids, image_features, conversation_to_image, batch.attention_mask
+        )
+        prompt_ids, embeds, mask = _right_to_left_padding(
+            inputs.expanded_ids, inputs.inputs_embeds, inputs.attention_mask
+        )  # (N, Lx), every prompt ends at position Lx - 1
+        new_tokens, hidden = self._greedy_decode(embeds, mask, max_new_tokens, eos_id)
+        full_ids = torch.cat([prompt_ids, new_tokens], dim=1)  # (N, Lx + T)
+        seg_mask = self.seg_token_mask(full_ids, num_positions=hidden.shape[1])
+        seg_mask[:, : prompt_ids.shape[1] - 1] = False  # a [SEG] of the prompt is not answered
+        _, per_image = self.project_seg_states(
+            hidden, seg_mask, conversation_to_image, batch.num_images
+        )
+        pred_masks = self.decode_masks(
+            batch.images, per_image, batch.resize_sizes, batch.original_sizes
+        )
+        output_ids = _prompts_and_answers(
+            batch.input_ids, batch.attention_mask, new_tokens, eos_id, self._pad_id
+        )
+        return LisaGeneration(output_ids=output_ids, pred_masks=pred_masks)
+
+    def _greedy_decode(
+        self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy steps over left-padded prompts [N, Lx, H] with a key/value cache.
+
+        Returns the new tokens [N, T] (the pad id after a row's EOS) and the final hidden
+        states [N, Lx + T - 1, H] of the prompt and of every new token but the last.
+        """
+        num_rows = embeds.shape[0]
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.config)
+        hidden_steps, generated = [], []
+        finished = torch.zeros(num_rows, dtype=torch.bool, device=embeds.device)
+        step_embeds, step_positions = embeds, positions
+        for step in range(max_new_tokens):
+            hidden = self.model(
+                inputs_embeds=step_embeds,
+                attention_mask=mask,
+                position_ids=step_positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state  # (N, len, H)
+            hidden_steps.append(hidden)
+            next_tokens = self.lm_head(hidden[:, -1]).argmax(-1)  # (N,)
+            next_tokens = next_tokens.masked_fill(finished, self._pad_id)
+            generated.append(next_tokens)
+            if eos_id is not None:
+                finished |= next_tokens == eos_id
+            if finished.all() or step == max_new_tokens - 1:
+                break
+            step_embeds = self.model.embed_tokens(next_tokens).unsqueeze(1)
+            step_positions = step_positions[:, -1:] + 1
+            mask = torch.cat([mask, mask.new_ones(num_rows, 1)], dim=1)
+        if not generated:
+            return torch.zeros(num_rows, 0, dtype=torch.long, device=embeds.device), embeds[:, :0]
+        return torch.stack(generated, dim=1), torch.cat(hidden_steps, dim=1)
+
+    @property
+    def _pad_id(self) -> int:
+        return self.config.pad_token_id if self.config.pad_token_id is not None else 0
+
+    # ------------------------------------------------------------------------------------------
+    # The original's surface, as adapters onto the three jobs
+
+    def model_forward(
+        self,
+        images: torch.Tensor,
+        images_clip: torch.Tensor,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_masks: torch.Tensor | None = None,
+        offset: torch.Tensor | Sequence[int] | None = None,
+        masks_list: Sequence[torch.Tensor] | None = None,
+        label_list: Sequence[torch.Tensor] | None = None,
+        resize_list: Sequence[Sequence[int]] | None = None,
+        inference: bool = False,
+        output_logits: bool = False,
+        image_paths: object = None,
+        questions_list: object = None,
+        sampled_classes_list: object = None,
+        conversation_list: object = None,
+    ) -> LisaOutput:
+        """The original's dict batch (``model(**batch_dict)``), onto :meth:`forward` (losses)
+        or, with ``inference=True``, :meth:`predict_masks` (``pred_masks`` and ``gt_masks``).
+
+        Args:
+            images, images_clip, input_ids, labels, offset: as in :class:`LisaBatch`.
+            attention_masks: :attr:`LisaBatch.attention_mask` (default: all ones).
+            masks_list: :attr:`LisaBatch.gt_masks`.
+            label_list: B tensors [H_i, W_i], read for their shapes only (the original sizes;
+                default: the shapes of ``masks_list``).
+            resize_list: :attr:`LisaBatch.resize_sizes` (default: the whole SAM input).
+            output_logits: also return the full [N, Lx, V] logits.
+            image_paths, questions_list, sampled_classes_list, conversation_list: the
+                bookkeeping of the original collate_fn's dict, accepted and not read. Any
+                other key is an error.
+        """
+        del image_paths, questions_list, sampled_classes_list, conversation_list
+        if label_list is not None:
+            original_sizes = [tuple(label.shape[-2:]) for label in label_list]
+        elif masks_list is not None:
+            original_sizes = [tuple(m.shape[-2:]) for m in masks_list]
+        else:
+            raise ValueError("model_forward needs label_list or masks_list for the mask sizes")
+        num_images = images_clip.shape[0]
+        batch = LisaBatch(
+            images=images,
+            images_clip=images_clip,
+            input_ids=input_ids,
+            attention_mask=_all_ones_unless_given(attention_masks, input_ids),
+            offset=_offset_unless_given(offset, num_images, input_ids.shape[0]),
+            resize_sizes=[images.shape[-2:]] * num_images if resize_list is None else resize_list,
+            original_sizes=original_sizes,
+            labels=labels,
+            gt_masks=None if masks_list is None else list(masks_list),
+        )
+        if not inference:
+            return self._training_losses(batch, output_logits=output_logits)
+        prediction = self.predict_masks(batch, output_logits=output_logits)
+        return LisaOutput(
+            logits=prediction.logits,
+            pred_masks=prediction.pred_masks,
+            gt_masks=batch.gt_masks,
+            last_hidden_state=prediction.last_hidden_state,
+            seg_token_mask=prediction.seg_token_mask,
+            pred_embeddings=prediction.pred_embeddings,
+        )
+
     def evaluate(
         self,
         images_clip: torch.Tensor,
@@ -439,86 +636,33 @@ class LISAForCausalLM(LlamaForCausalLM):
         attention_mask: torch.Tensor | None = None,
         offset: torch.Tensor | Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Greedy generation with a key/value cache, then masks for every generated [SEG].
+        """The original's generation call, onto :meth:`generate`.
 
         Args:
             images_clip: [B, 3, s, s]; images: [B, 3, S, S] (B images).
             input_ids: [N, L] prompts (right-padded when N > 1, then pass attention_mask).
             resize_list, original_size_list: per image (h', w') and (H, W).
-            offset: conversation -> image grouping as in model_forward; by default prompt j is
-                about image j (N == B) or all prompts are about the one image (B == 1).
+            tokenizer: only its EOS id is read (default: the config's).
+            offset: conversation -> image grouping as in :class:`LisaBatch`; by default prompt
+                j is about image j (N == B) or all prompts are about the one image (B == 1).
         Returns:
-            output_ids [N, L' ] (each row: its prompt ids, image sentinel included, then the new
+            output_ids [N, L'] (each row: its prompt ids, image sentinel included, then the new
             tokens up to and including EOS; right-padded with the pad id) and per image a tensor
-            [n_i, H_i, W_i] of mask logits (n_i = number of [SEG] generated about that image).
+            [n_i, H_i, W_i] of mask logits, one per [SEG] of the new answers about that image
+            (the original also decoded a [SEG] found in the prompt).
         """
-        num_images = images_clip.shape[0]
-        num_rows = input_ids.shape[0]
-        conversation_to_image = conversation_image_index(
-            offset, num_rows, num_images, input_ids.device
+        batch = LisaBatch(
+            images=images,
+            images_clip=images_clip,
+            input_ids=input_ids,
+            attention_mask=_all_ones_unless_given(attention_mask, input_ids),
+            offset=_offset_unless_given(offset, images_clip.shape[0], input_ids.shape[0]),
+            resize_sizes=resize_list,
+            original_sizes=original_size_list,
         )
-        pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        eos_id = tokenizer.eos_token_id if tokenizer is not None else self.config.eos_token_id
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        prompt_lengths = attention_mask.sum(1).tolist()
-
-        image_features = self.model.get_image_features(images_clip)
-        batch = self.prepare_multimodal_inputs(
-            input_ids, image_features, conversation_to_image, attention_mask
-        )
-        ids, embeds, mask = _right_to_left_padding(
-            batch.expanded_ids, batch.inputs_embeds, batch.attention_mask
-        )
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-
-        cache = DynamicCache(config=self.config)
-        hidden_steps = []
-        generated = []
-        finished = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
-        step_embeds, step_positions = embeds, positions
-        for step in range(max_new_tokens):
-            hidden = self.model(
-                inputs_embeds=step_embeds,
-                attention_mask=mask,
-                position_ids=step_positions,
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state  # (N, len, H)
-            hidden_steps.append(hidden)
-            next_tokens = self.lm_head(hidden[:, -1]).argmax(-1)  # (N,)
-            next_tokens = next_tokens.masked_fill(finished, pad_id)
-            generated.append(next_tokens)
-            if eos_id is not None:
-                finished |= next_tokens == eos_id
-            if finished.all() or step == max_new_tokens - 1:
-                break
-            step_embeds = self.model.embed_tokens(next_tokens).unsqueeze(1)
-            step_positions = step_positions[:, -1:] + 1
-            mask = torch.cat([mask, mask.new_ones(num_rows, 1)], dim=1)
-
-        new_tokens = (
-            torch.stack(generated, dim=1) if generated else ids.new_zeros(num_rows, 0)
-        )  # (N, T)
-        hidden_all = (
-            torch.cat(hidden_steps, dim=1) if hidden_steps else embeds[:, :0]
-        )  # (N, Lx+T-1, H)
-        full_ids = torch.cat([ids, new_tokens], dim=1)
-        seg_mask = self.seg_token_mask(full_ids, num_positions=hidden_all.shape[1])
-        _, per_image = self.project_seg_states(
-            hidden_all, seg_mask, conversation_to_image, num_images
-        )
-        pred_masks = self.decode_masks(images, per_image, resize_list, original_size_list)
-
-        rows = []
-        for row in range(num_rows):
-            tokens = new_tokens[row]
-            ended = (tokens == eos_id).nonzero() if eos_id is not None else []
-            if len(ended):
-                tokens = tokens[: int(ended[0]) + 1]
-            rows.append(torch.cat([input_ids[row, : prompt_lengths[row]], tokens]))
-        output_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
-        return output_ids, pred_masks
+        eos_id = tokenizer.eos_token_id if tokenizer is not None else None
+        result = self.generate(batch, max_new_tokens=max_new_tokens, eos_token_id=eos_id)
+        return result.output_ids, result.pred_masks
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -771,3 +915,77 @@ def _right_to_left_padding(
     embeds = torch.stack([row.roll(s, dims=0) for row, s in zip(embeds, shifts, strict=True)])
     mask = torch.stack([row.roll(s) for row, s in zip(mask, shifts, strict=True)])
     return ids, embeds, mask
+
+
+# Keys of the original's dict batch that mean nothing to the plain language model.
+ORIGINAL_BATCH_ONLY_KEYS = (
+    "images",
+    "images_clip",
+    "attention_masks",
+    "offset",
+    "masks_list",
+    "label_list",
+    "resize_list",
+    "inference",
+    "image_paths",
+    "questions_list",
+    "sampled_classes_list",
+    "conversation_list",
+)
+# What PEFT's causal-LM wrapper passes to the model's forward whether or not it was given.
+PEFT_FORWARD_ARGUMENTS = (
+    "attention_mask",
+    "inputs_embeds",
+    "labels",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "task_ids",
+)
+
+
+def _without_unset_peft_arguments(kwargs: dict) -> dict:
+    return {
+        key: value
+        for key, value in kwargs.items()
+        if not (key in PEFT_FORWARD_ARGUMENTS and value is None)
+    }
+
+
+def _is_one_of(value: object, constants: tuple) -> bool:
+    return any(value is constant for constant in constants)
+
+
+def _refuse_arguments(names, where: str) -> None:
+    names = sorted(names)
+    if names:
+        raise TypeError(f"{where} got unexpected argument(s): {', '.join(names)}")
+
+
+def _all_ones_unless_given(mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
+
+
+def _offset_unless_given(
+    offset: torch.Tensor | Sequence[int] | None, num_images: int, num_rows: int
+) -> torch.Tensor | Sequence[int]:
+    return one_prompt_per_image_offset(num_images, num_rows) if offset is None else offset
+
+
+def _prompts_and_answers(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    new_tokens: torch.Tensor,
+    eos_id: int | None,
+    pad_id: int,
+) -> torch.Tensor:
+    """[N, L'] rows: the prompt's real ids, then the new tokens up to and including EOS."""
+    rows = []
+    for prompt, length, tokens in zip(
+        input_ids, attention_mask.sum(1).tolist(), new_tokens, strict=True
+    ):
+        ended = (tokens == eos_id).nonzero() if eos_id is not None else []
+        if len(ended):
+            tokens = tokens[: int(ended[0]) + 1]
+        rows.append(torch.cat([prompt[:length], tokens]))
+    return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
