@@ -63,6 +63,7 @@ QUICKSTART_EXAMPLES = 6  # toy val images offered for the quick start's model
 MAX_EXAMPLES = 100  # images of an --examples folder offered at most
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused by gradio before they reach the model
 DEFAULT_OPACITY = 0.5
+SESSION_SECONDS = 6 * 3600  # an idle tab's conversation is kept this long
 IMAGE_HEIGHT = 360  # pixels of the page the input image and the overlay take
 DEFAULT_PROMPT = "What is in this image? Please output segmentation mask."
 NO_IMAGE = "No image: upload or paste one, or pick an example, then press Send."
@@ -178,10 +179,10 @@ class Session:
     download_dir: str | None = None  # the last answer's files
 
     def restart(self) -> None:
+        """Forget the conversation and delete its files."""
         if self.download_dir:
             shutil.rmtree(self.download_dir, ignore_errors=True)
-        fresh = Session()
-        self.__dict__.update(fresh.__dict__)
+        self.__dict__.update(Session().__dict__)
 
 
 @dataclass
@@ -262,7 +263,7 @@ class DemoApp:
 
         if not prompt or not prompt.strip():
             raise gr.Error(EMPTY_PROMPT)
-        same_image = payload and payload.get("path") == session.image_file
+        same_image = isinstance(payload, dict) and payload.get("path") == session.image_file
         picture = None if same_image else self.read_picture(payload)
         pixels = session.pixels if picture is None else picture.pixels
         history = session.history if picture is None else []
@@ -302,7 +303,10 @@ class DemoApp:
         session.messages = [
             *session.messages,
             {"role": "user", "content": html.escape(prompt)},
-            {"role": "assistant", "content": answer_html(result.text, len(result.masks))},
+            {
+                "role": "assistant",
+                "content": answer_html(result.text, len(result.masks)) or "<em>(no answer)</em>",
+            },
         ]
         files = self.write_downloads(session, prompt, result, opacity)
         session.masks_saved += len(result.masks)
@@ -363,8 +367,8 @@ INTRO = """\
 Upload or paste an image (or pick an example), ask about it and press **Send**. Each `[SEG]` of
 the answer is one mask, drawn in its own colour on the image and marked in the same colour in the
 answer. A follow-up question about the same image continues the conversation; a new image, or
-**Reset**, starts a new one. Images up to {max_file_size} (Pillow's decompression limit,
-about 179 megapixels); a side longer than {max_side} pixels is scaled down to it.
+**Reset**, starts a new one. Images up to {max_file_size} and about 179 megapixels (Pillow's
+decompression limit); a side longer than {max_side} pixels is scaled down to it.
 
 Model: `{model}`
 """
@@ -401,30 +405,38 @@ class Page:
     downloads: object
 
 
+def question_column():
+    """The image, the prompt box, Send and Reset."""
+    import gradio as gr
+
+    image = gr.Image(
+        label="Image",
+        type="filepath",
+        image_mode=None,
+        sources=["upload", "clipboard"],
+        height=IMAGE_HEIGHT,
+        elem_id="image-input",
+    )
+    prompt = gr.Textbox(
+        label="Prompt",
+        placeholder="Where is the dog's tail? Please output segmentation mask.",
+        lines=1,  # Enter sends; the box grows with a longer (pasted) prompt
+        max_lines=12,
+        elem_id="prompt",
+    )
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="send")
+        reset = gr.Button("Reset", elem_id="reset")
+    return image, prompt, send, reset
+
+
 def page_layout(examples: list[Example]) -> Page:
     """Question and masks side by side, then the conversation beside the answer's details."""
     import gradio as gr
 
     with gr.Row(equal_height=False):
         with gr.Column():
-            image = gr.Image(
-                label="Image",
-                type="filepath",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=IMAGE_HEIGHT,
-                elem_id="image-input",
-            )
-            prompt = gr.Textbox(
-                label="Prompt",
-                placeholder="Where is the dog's tail? Please output segmentation mask.",
-                lines=1,
-                max_lines=12,
-                elem_id="prompt",
-            )
-            with gr.Row():
-                send = gr.Button("Send", variant="primary", elem_id="send")
-                reset = gr.Button("Reset", elem_id="reset")
+            image, prompt, send, reset = question_column()
         with gr.Column():
             overlay = gr.Image(
                 label="Masks",
@@ -479,7 +491,8 @@ def build_demo(app: DemoApp, examples: list[Example], model_name: str):
         max_file_size=MAX_FILE_SIZE.upper(), max_side=app.max_image_side, model=model_name
     )
     with gr.Blocks(title="LISA demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        session = gr.State(Session())
+        # gradio drops a tab's state when the tab closes, or SESSION_SECONDS after its last use
+        session = gr.State(Session(), time_to_live=SESSION_SECONDS, delete_callback=Session.restart)
         gr.Markdown(intro)
         page = page_layout(examples)
         outputs = [

@@ -440,8 +440,8 @@ class LisaSegmenter:
         for i, row in enumerate(rows):
             new_ids = output_ids[i, len(row) :]
             text = decode_answer(new_ids, self.tokenizer, clean=True)
-            earlier_segs = row.count(self.seg_token_id)  # their masks come first; drop them
-            masks = [(m > 0).cpu().numpy() for m in mask_logits[i][earlier_segs:]]
+            # evaluate decodes the [SEG]s of the new answer only (not those of the history)
+            masks = [(m > 0).cpu().numpy() for m in mask_logits[i]]
             results.append(
                 SegmentationResult(
                     text=text,

@@ -422,6 +422,13 @@ def test_each_seg_has_its_colour_on_the_image_and_in_the_text(
     ]
     assert labels == [mask_label(i) for i in range(4)]
     assert reply.answer["color_map"] == {mask_label(i): hex_color(i) for i in range(4)}
+    # a follow-up's masks are those of its own [SEG]s, not of the earlier answer's
+    follow_up = ask(client, pictures["shapes.png"], "And the other ones?")
+    expected = segmenter(
+        str(pictures["shapes.png"]), "And the other ones?", history=expected.history
+    )
+    assert len(expected.masks) == 4
+    check_reply_matches(follow_up, expected, pictures["shapes.png"])
 
 
 def test_requests_beyond_the_queue_size_are_refused_with_a_message(seg_server, pictures, tmp_path):
