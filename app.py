@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import logging
 import os
 import shutil
 import socket
@@ -28,24 +27,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The demo makes no calls outside this machine (no telemetry, no version check).
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import cv2
+import numpy as np
+from PIL import Image
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from utils.answer_display import (  # noqa: E402
+from utils.answer_display import (
     answer_html,
     hex_color,
     mask_label,
     overlay_masks,
     split_answer,
 )
-from utils.console import quiet_libraries  # noqa: E402
-from utils.constants import DEFAULT_IMAGE_TOKEN  # noqa: E402
-from utils.result_json import result_document, write_json  # noqa: E402
-from utils.segmenter_flags import (  # noqa: E402
+from utils.console import quiet_libraries
+from utils.constants import DEFAULT_IMAGE_TOKEN
+from utils.result_json import result_document, write_json
+from utils.segmenter_flags import (
     ModelLoadError,
     add_model_flags,
     check_model_flags,
@@ -53,9 +49,11 @@ from utils.segmenter_flags import (  # noqa: E402
     one_line,
     too_long_message,
 )
-from utils.transforms import longest_side_shape  # noqa: E402
+from utils.transforms import longest_side_shape
 
-logger = logging.getLogger("app")
+# The demo makes no calls outside this machine (no telemetry, no version check); gradio is
+# imported later, where it is used.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 QUICKSTART_VAL = Path("dataset/reason_seg/ReasonSeg/val")  # beside the quick start's model/
@@ -490,7 +488,9 @@ def build_demo(app: DemoApp, examples: list[Example], model_name: str):
     intro = INTRO.format(
         max_file_size=MAX_FILE_SIZE.upper(), max_side=app.max_image_side, model=model_name
     )
-    with gr.Blocks(title="LISA demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    # uploads and answers' files are deleted hourly once as old as a conversation may get
+    cache = (3600, SESSION_SECONDS)
+    with gr.Blocks(title="LISA demo", analytics_enabled=False, delete_cache=cache) as demo:
         # gradio drops a tab's state when the tab closes, or SESSION_SECONDS after its last use
         session = gr.State(Session(), time_to_live=SESSION_SECONDS, delete_callback=Session.restart)
         gr.Markdown(intro)
