@@ -40,9 +40,6 @@ from utils.conversation import CONV_TYPES
 from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 
-# Tensors of a collated batch that the forward pass reads on the model's device.
-DEVICE_KEYS = ("images", "images_clip", "input_ids", "attention_masks", "offset")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -208,7 +205,6 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
         reason = " ".join(str(error).split())  # library messages may span several lines
         print(f"predict.py: cannot load --version={args.version}: {reason}", file=sys.stderr)
         return 1
-    device = next(model.parameters()).device
     builder = SampleBuilder(
         clip_transform=preprocessor.clip,
         image_size=preprocessor.sam.image_size,
@@ -233,25 +229,7 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
         loader = DataLoader(
             dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate
         )
-        written = set()
-        for batch in tqdm(loader, desc="predict", unit="batch", disable=None):
-            inputs = {key: batch[key].to(device) for key in DEVICE_KEYS}
-            with torch.inference_mode():
-                output = model.model_forward(
-                    **inputs,
-                    label_list=batch["label_list"],
-                    resize_list=batch["resize_list"],
-                    inference=True,
-                )
-            for image_path, logits, truth in zip(
-                batch["image_paths"], output.pred_masks, batch["masks_list"], strict=True
-            ):
-                stem = Path(image_path).stem
-                save_array(prediction_dir / f"{stem}.npy", (logits > 0).cpu().numpy())
-                if truth_dir is not None:
-                    labels = truth.to(torch.uint8).numpy()  # [n, H, W] 0 / 1 / 255
-                    save_array(truth_dir / f"{stem}.npy", labels)
-                written.add(stem)
+        written = predict_batches(model, loader, prediction_dir, truth_dir)
     for folder in outputs:
         folder.commit()
     # an unreadable image is replaced by the next one, so it shows as a missing file
@@ -259,6 +237,32 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
     print(
         f"{len(written)} prediction files written to {args.output_dir} ({skipped} images skipped)"
     )
+    print_scoring_command(args)
+    return 0
+
+
+def predict_batches(model, loader: DataLoader, prediction_dir: Path, truth_dir: Path | None) -> set:
+    """Write each image's predicted masks (and its ground truth when ``truth_dir``); returns
+    the stems written."""
+    device = next(model.parameters()).device
+    written = set()
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=None):
+        with torch.inference_mode():
+            prediction = model.predict_masks(batch.to(device))
+        for image_path, logits, truth in zip(
+            batch.image_paths, prediction.pred_masks, batch.gt_masks, strict=True
+        ):
+            stem = Path(image_path).stem
+            save_array(prediction_dir / f"{stem}.npy", (logits > 0).cpu().numpy())
+            if truth_dir is not None:
+                labels = truth.to(torch.uint8).numpy()  # [n, H, W] 0 / 1 / 255
+                save_array(truth_dir / f"{stem}.npy", labels)
+            written.add(stem)
+    return written
+
+
+def print_scoring_command(args: argparse.Namespace) -> None:
+    """The eval_mask.py command that scores the predictions, when the ground truth is known."""
     groundtruth = args.save_groundtruth or args.image_dir
     if groundtruth is None and len(args.val_dataset.split("|")) == 2:
         groundtruth = args.dataset_dir / layout.REASON_SEG_ROOT / Path(*args.val_dataset.split("|"))
@@ -269,7 +273,6 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
             f"score them with: python eval_mask.py --submission_dir={args.output_dir} "
             f"--groundtruth_dir={groundtruth}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -341,20 +341,6 @@ def clip_transform_for(args: argparse.Namespace, tower_path: str | None) -> Clip
     )
 
 
-def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    """Move tensors once; images take the model's dtype."""
-    moved = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if key in ("images", "images_clip"):
-                value = value.to(dtype)
-        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
-            value = [v.to(device, non_blocking=True) for v in value]
-        moved[key] = value
-    return moved
-
-
 # ------------------------------------------------------------------------------------------------
 # Loops
 
@@ -421,11 +407,11 @@ def validate(
     prompt_sum = torch.zeros(out_dim, dtype=torch.float64)  # sum of the unit-length [SEG] prompts
     prompts = 0
     for batch in tqdm(loader, desc="validate", disable=not show_progress(info), leave=False):
-        batch = to_device(batch, info.device, dtype)
-        output = engine(**batch)
+        batch = batch.to(info.device, dtype)
+        output = engine.module.predict_masks(batch)  # engine.module: LISA, or PEFT around it
         prompt_sum += F.normalize(output.pred_embeddings.double(), dim=-1).sum(0).cpu()
         prompts += output.pred_embeddings.shape[0]
-        for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
+        for pred, gt in zip(output.pred_masks, batch.gt_masks, strict=True):
             intersection, union = intersection_and_union(pred > 0, gt)
             totals += (
                 torch.stack(
@@ -658,7 +644,7 @@ def main(argv: list[str] | None = None) -> None:
                 data_start = time.perf_counter()
                 batch = next(train_iter)
                 meters.data_seconds.update(time.perf_counter() - data_start)
-                output = engine(**to_device(batch, info.device, dtype))
+                output = engine(batch.to(info.device, dtype))
                 engine.backward(output.loss)
                 engine.step()
                 meters.add_losses(output)

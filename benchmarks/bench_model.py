@@ -33,6 +33,7 @@ from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa  
 from model.config import LisaConfig  # noqa: E402
 from model.LISA import LISAForCausalLM, conversation_image_index  # noqa: E402
 from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
+from utils.batch import LisaBatch  # noqa: E402
 from utils.constants import IMAGE_TOKEN_INDEX  # noqa: E402
 
 REFERENCE = Path(
@@ -85,7 +86,7 @@ def synthetic_prompt(length: int, generator: torch.Generator) -> list[int]:
     return [1, *ids[:94], IM_START, IMAGE_TOKEN_INDEX, IM_END, *ids[94:]]
 
 
-def training_batch(device: torch.device) -> dict:
+def training_batch(device: torch.device) -> tuple[LisaBatch, str]:
     generator = torch.Generator().manual_seed(0)
     if (CASES / "train_forward.npz").is_file():
         arrays = np.load(CASES / "train_forward.npz")
@@ -125,25 +126,22 @@ def training_batch(device: torch.device) -> dict:
             (torch.rand(1, 167, 250, generator=generator) > 0.5).float(),
         ]
         source = "synthetic batch of the reference shapes"
-    batch = {
-        "images": images,
-        "images_clip": images_clip,
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_masks": attention,
-        "offset": offset,
-        "masks_list": masks,
-        "label_list": [torch.full(m.shape[1:], 255.0) for m in masks],
-        "resize_list": [(768, 1024), (684, 1024)],
-        "inference": False,
-    }
-    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    moved["masks_list"] = [m.to(device) for m in masks]
-    moved["label_list"] = [m.to(device) for m in batch["label_list"]]
+    batch = LisaBatch(
+        images=images,
+        images_clip=images_clip,
+        input_ids=input_ids,
+        attention_mask=attention,
+        offset=offset,
+        resize_sizes=[(768, 1024), (684, 1024)],
+        original_sizes=[m.shape[1:] for m in masks],
+        labels=labels,
+        gt_masks=masks,
+    )
+    moved = batch.to(device)
     return moved, source
 
 
-def generation_inputs(device: torch.device):
+def generation_inputs(device: torch.device) -> LisaBatch:
     generator = torch.Generator().manual_seed(1)
     if (CASES / "evaluate_plain.npz").is_file():
         input_ids = torch.from_numpy(np.load(CASES / "evaluate_plain.npz")["input_ids"])
@@ -156,7 +154,16 @@ def generation_inputs(device: torch.device):
         input_ids = torch.tensor([synthetic_prompt(119, generator)])
         images_clip = torch.randn(1, 3, 64, 64, generator=generator)
         images = torch.randn(1, 3, 1024, 1024, generator=generator)
-    return input_ids.to(device), images_clip.to(device), images.to(device)
+    prompt = LisaBatch(
+        images=images,
+        images_clip=images_clip,
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids, dtype=torch.bool),
+        offset=[0, 1],
+        resize_sizes=[(768, 1024)],
+        original_sizes=[(240, 320)],
+    )
+    return prompt.to(device)
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
@@ -173,25 +180,25 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def training_step(model, batch: dict):
+def training_step(model, batch: LisaBatch):
     """One forward+backward of ``model`` (LISA or its PEFT wrapper) on ``batch``, for timed()."""
 
     def step():
         model.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
+        model(batch).loss.backward()
 
     return step
 
 
-def print_breakdown(model: LISAForCausalLM, batch: dict, repeats: int, device) -> None:
+def print_breakdown(model: LISAForCausalLM, batch: LisaBatch, repeats: int, device) -> None:
     """Where the LoRA-recipe step goes: the LLM alone, SAM's image encoder alone, and the
     fp32 matmul throughput of this machine (the floor for the LLM's share)."""
-    features = model.model.get_image_features(batch["images_clip"]).detach()
+    features = model.model.get_image_features(batch.images_clip).detach()
     conversation_to_image = conversation_image_index(
-        batch["offset"], batch["input_ids"].shape[0], features.shape[0], device
+        batch.offset, batch.num_conversations, features.shape[0], device
     )
     prepared = model.prepare_multimodal_inputs(
-        batch["input_ids"], features, conversation_to_image, batch["attention_masks"], None
+        batch.input_ids, features, conversation_to_image, batch.attention_mask, None
     )
     embeddings = prepared.inputs_embeds.detach().requires_grad_(True)
 
@@ -207,10 +214,8 @@ def print_breakdown(model: LISAForCausalLM, batch: dict, repeats: int, device) -
     )
     with torch.no_grad():
         encoder = model.model.visual_model.image_encoder
-        seconds = timed(lambda: encoder(batch["images"]), repeats, device)
-    print(
-        f"  of which SAM's image encoder (frozen, {batch['images'].shape[0]} images): {seconds:.3f} s"
-    )
+        seconds = timed(lambda: encoder(batch.images), repeats, device)
+    print(f"  of which SAM's image encoder (frozen, {batch.num_images} images): {seconds:.3f} s")
     left = torch.randn(2048, 2048, device=device)
     right = torch.randn(2048, 2048, device=device)
     seconds = timed(lambda: left @ right, repeats, device)
@@ -229,14 +234,11 @@ def main() -> None:
     model = build_model(device)
     model.config.eos_token_id = None  # generate exactly --new_tokens tokens
 
-    input_ids, images_clip, images = generation_inputs(device)
-    size = [(240, 320)]
+    prompt = generation_inputs(device)
 
     def generate():
-        output_ids, _ = model.evaluate(
-            images_clip, images, input_ids, [(768, 1024)], size, max_new_tokens=args.new_tokens
-        )
-        assert output_ids.shape[1] == input_ids.shape[1] + args.new_tokens
+        output_ids = model.generate(prompt, max_new_tokens=args.new_tokens).output_ids
+        assert output_ids.shape[1] == prompt.input_ids.shape[1] + args.new_tokens
 
     seconds = timed(generate, args.repeats, device)
     print(

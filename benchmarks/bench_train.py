@@ -94,7 +94,7 @@ def child(argv: list[str], steps: int) -> dict:
     batches = iter(loader)
 
     def step() -> None:
-        output = engine(**train_ds.to_device(next(batches), info.device, torch.float32))
+        output = engine(next(batches).to(info.device, torch.float32))
         engine.backward(output.loss)
         engine.step()
 

@@ -23,20 +23,17 @@ SIZES = TinyBaseSizes(
 
 
 class EngineLike:
-    """What validate() uses of a DeepSpeed engine: eval(), module, and the forward call."""
+    """What validate() uses of a DeepSpeed engine: eval() and module."""
 
     def __init__(self, module):
         self.module = module
-        self.grad_enabled_in_forward = []
-        module.register_forward_pre_hook(
-            lambda *_: self.grad_enabled_in_forward.append(torch.is_grad_enabled())
+        self.grad_enabled_in_llm = []
+        module.model.register_forward_pre_hook(
+            lambda *_: self.grad_enabled_in_llm.append(torch.is_grad_enabled())
         )
 
     def eval(self):
         self.module.eval()
-
-    def __call__(self, **batch):
-        return self.module(**batch)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +77,13 @@ def test_validate_scores_and_prompt_cosine_without_autograd(setup):
     info = DistributedInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     giou, ciou, cosine = train_ds.validate(engine, loader, info, torch.float32)
 
-    assert engine.grad_enabled_in_forward and not any(engine.grad_enabled_in_forward)
+    assert engine.grad_enabled_in_llm and not any(engine.grad_enabled_in_llm)
     ious, intersections, unions, prompts = [], 0, 0, []
     with torch.no_grad():
         for batch in loader:
-            output = model(**batch)
+            output = model.predict_masks(batch)
             prompts.append(output.pred_embeddings)
-            for pred, gt in zip(output.pred_masks, output.gt_masks, strict=True):
+            for pred, gt in zip(output.pred_masks, batch.gt_masks, strict=True):
                 intersection, union = intersection_and_union(pred > 0, gt)
                 ious += mask_iou(intersection, union).tolist()
                 intersections += int(intersection.sum())

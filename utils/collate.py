@@ -1,39 +1,29 @@
-"""One dataset item (:class:`Sample`) and the batch collation shared by training and validation.
+"""Batch collation shared by training and validation: dataset items (:class:`Sample`) to the
+:class:`utils.batch.LisaBatch` the model reads.
 
-``collate_fn`` reproduces the batch of LISA's ``utils/dataset.py:collate_fn`` (same keys, ids and
-labels), with three fixes: the attention mask comes from the true sequence lengths (a genuine
-``<unk>`` in a text is the pad id, but neither masked out nor miscounted), truncation drops the
-ground-truth masks whose ``[SEG]`` was cut, and malformed conversations raise a clear error.
+``collate_fn`` gives the ids and labels of LISA's ``utils/dataset.py:collate_fn``, in steps:
+wrap the image token, tokenise (ids and instruction-masked labels), truncate (training only),
+pad. Three fixes over the original: the attention mask comes from the true sequence lengths (a
+genuine ``<unk>`` in a text is the pad id, but neither masked out nor miscounted), truncation
+drops the ground-truth masks whose ``[SEG]`` was cut, and malformed conversations raise a clear
+error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from utils.batch import LisaBatch
 from utils.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SEG_TOKEN
 from utils.conversation import get_conv_template, wrap_image_token
+from utils.data.sample import Sample
 from utils.tokenization import tokenizer_image_token
 
-
-@dataclass
-class Sample:
-    """Everything a dataset returns for one image (the original's 10-tuple, in the same order)."""
-
-    image_path: str
-    image: torch.Tensor  # [3, S, S] float32 SAM input (normalised, padded)
-    image_clip: torch.Tensor  # [3, h, w] float32 CLIP input
-    conversations: list[str]  # full conversations about this image, each with one "<image>"
-    masks: torch.Tensor  # [n, H, W] ground truth, one per [SEG] over all conversations, in order
-    label: torch.Tensor  # [H, W] ignore map at the original size (only its shape is used)
-    resize: tuple[int, int]  # (h', w') of the image inside the padded SAM input
-    questions: Any = None  # the questions asked (list[str]; kept for evaluation/logging)
-    sampled_classes: Any = None  # class names / expressions behind the questions
-    inference: bool = False  # validation item: no truncation
+__all__ = ["Sample", "collate_fn", "mask_instruction_labels"]
 
 
 def mask_instruction_labels(
@@ -94,27 +84,59 @@ def collate_fn(
     use_mm_start_end: bool = True,
     model_max_length: int = 512,
     num_image_tokens: int = 256,
-) -> dict[str, Any]:
+) -> LisaBatch:
     """Batch B images with N conversations in total.
 
     Args:
-        samples: B :class:`Sample` (or the original 10-tuples).
+        samples: B :class:`Sample` (or the original 10-tuples), all training items or all
+            validation items.
         tokenizer: from :func:`utils.tokenization.load_tokenizer`, LISA tokens added.
         conv_type: template the conversations were written with.
         use_mm_start_end: wrap ``<image>`` in ``<im_start>``/``<im_end>``.
         model_max_length: the LLM's context; training sequences are cut to
             ``model_max_length - (num_image_tokens - 1)`` ids (the image expands to
-            ``num_image_tokens`` positions).
+            ``num_image_tokens`` positions). Validation items are never cut.
         num_image_tokens: CLIP patch features per image (256 for ViT-L/14 at 224).
 
     Returns:
-        ``image_paths`` list[B]; ``images`` [B,3,S,S]; ``images_clip`` [B,3,h,w] (one per image);
-        ``input_ids`` [N,L] long (right-padded with the pad id, image sentinel -200);
-        ``labels`` [N,L] long (-100 = ignored); ``attention_masks`` [N,L] bool;
-        ``masks_list`` list[B] of [n_i,H_i,W_i] float; ``label_list`` list[B]; ``resize_list``;
-        ``offset`` [B+1] long (conversations of image i are offset[i]:offset[i+1]);
-        ``questions_list``; ``sampled_classes_list``; ``inference`` bool; ``conversation_list``.
+        A :class:`LisaBatch`: ids right-padded with the pad id, labels with the instructions
+        ignored, the ground-truth masks (float) left once truncation cut a [SEG], sizes, and the
+        image paths, questions, sampled classes and conversations (image token wrapped).
     """
+    batch, inference = _checked_samples(samples, tokenizer)
+    conversations, offset = _wrapped_conversations(batch, use_mm_start_end)
+    ids, labels = tokenise(conversations, tokenizer, conv_type)
+    gt_masks = [sample.masks.float() for sample in batch]
+    if not inference:
+        limit = model_max_length - (num_image_tokens - 1)
+        if limit <= 0:
+            raise ValueError(
+                f"model_max_length {model_max_length} leaves no room for {num_image_tokens} "
+                "image tokens."
+            )
+        ids, labels, gt_masks = truncate(batch, offset, ids, labels, gt_masks, limit, tokenizer)
+    input_ids, targets, attention_mask = pad(ids, labels, tokenizer.pad_token_id)
+    return LisaBatch(
+        images=torch.stack([sample.image for sample in batch], dim=0),
+        images_clip=torch.stack([sample.image_clip for sample in batch], dim=0),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        offset=torch.tensor(offset, dtype=torch.long),
+        resize_sizes=[sample.resize for sample in batch],
+        original_sizes=[sample.original_size for sample in batch],
+        labels=targets,
+        gt_masks=gt_masks,
+        image_paths=[sample.image_path for sample in batch],
+        questions=[sample.questions for sample in batch],
+        sampled_classes=[sample.sampled_classes for sample in batch],
+        conversations=conversations,
+    )
+
+
+def _checked_samples(
+    samples: Sequence[Sample | Sequence[Any]], tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[Sample], bool]:
+    """The samples as :class:`Sample`, and whether they are validation items."""
     if not samples:
         raise ValueError("collate_fn got an empty batch.")
     if tokenizer.pad_token_id is None:
@@ -123,7 +145,13 @@ def collate_fn(
     inference = bool(batch[0].inference)
     if any(bool(s.inference) != inference for s in batch):
         raise ValueError("collate_fn got a batch that mixes training and inference samples.")
+    return batch, inference
 
+
+def _wrapped_conversations(
+    batch: Sequence[Sample], use_mm_start_end: bool
+) -> tuple[list[str], list[int]]:
+    """All conversations in order, image token wrapped, and the [B + 1] cumulative counts."""
     offset = [0]
     conversations: list[str] = []
     for sample in batch:
@@ -137,50 +165,51 @@ def collate_fn(
                 )
             conversations.append(wrap_image_token(text, use_mm_start_end))
         offset.append(len(conversations))
+    return conversations, offset
 
+
+def tokenise(
+    conversations: Sequence[str], tokenizer: PreTrainedTokenizerBase, conv_type: str
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Ids of each conversation (image sentinel inside) and its labels (instructions ignored)."""
     ids = [tokenizer_image_token(text, tokenizer) for text in conversations]
     labels = [
-        mask_instruction_labels(t, i, tokenizer, conv_type)
-        for t, i in zip(conversations, ids, strict=True)
+        mask_instruction_labels(text, row, tokenizer, conv_type)
+        for text, row in zip(conversations, ids, strict=True)
     ]
-    masks_list = [sample.masks.float() for sample in batch]
+    return ids, labels
 
-    if not inference:
-        limit = model_max_length - (num_image_tokens - 1)
-        if limit <= 0:
-            raise ValueError(
-                f"model_max_length {model_max_length} leaves no room for {num_image_tokens} image tokens."
-            )
-        if any(len(seq) > limit for seq in ids):
-            masks_list = _drop_cut_masks(batch, offset, ids, limit, masks_list, tokenizer)
-            ids = [seq[:limit] for seq in ids]
-            labels = [seq[:limit] for seq in labels]
 
-    lengths = torch.tensor([len(seq) for seq in ids])  # [N]
+def truncate(
+    batch: Sequence[Sample],
+    offset: Sequence[int],
+    ids: list[list[int]],
+    labels: list[torch.Tensor],
+    gt_masks: list[torch.Tensor],
+    limit: int,
+    tokenizer: PreTrainedTokenizerBase,
+) -> tuple[list[list[int]], list[torch.Tensor], list[torch.Tensor]]:
+    """Every sequence cut to ``limit`` ids, and the masks whose [SEG] survived the cut."""
+    if all(len(row) <= limit for row in ids):
+        return ids, labels, gt_masks
+    gt_masks = _drop_cut_masks(batch, offset, ids, limit, gt_masks, tokenizer)
+    return [row[:limit] for row in ids], [row[:limit] for row in labels], gt_masks
+
+
+def pad(
+    ids: Sequence[Sequence[int]], labels: Sequence[torch.Tensor], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids`` [N, L] (pad id), ``labels`` [N, L] (IGNORE_INDEX) and the
+    attention mask [N, L] (True on each row's real tokens, from its length)."""
+    lengths = torch.tensor([len(row) for row in ids])  # [N]
     width = int(lengths.max())
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)  # [N, L]
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)  # [N, L]
     targets = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)  # [N, L]
     for row, (seq, lab) in enumerate(zip(ids, labels, strict=True)):
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         targets[row, : len(seq)] = lab
-    attention_masks = torch.arange(width)[None, :] < lengths[:, None]  # [N, L] bool
-
-    return {
-        "image_paths": [sample.image_path for sample in batch],
-        "images": torch.stack([sample.image for sample in batch], dim=0),
-        "images_clip": torch.stack([sample.image_clip for sample in batch], dim=0),
-        "input_ids": input_ids,
-        "labels": targets,
-        "attention_masks": attention_masks,
-        "masks_list": masks_list,
-        "label_list": [sample.label for sample in batch],
-        "resize_list": [sample.resize for sample in batch],
-        "offset": torch.tensor(offset, dtype=torch.long),
-        "questions_list": [sample.questions for sample in batch],
-        "sampled_classes_list": [sample.sampled_classes for sample in batch],
-        "inference": inference,
-        "conversation_list": conversations,
-    }
+    attention_mask = torch.arange(width)[None, :] < lengths[:, None]  # [N, L] bool
+    return input_ids, targets, attention_mask
 
 
 def _drop_cut_masks(

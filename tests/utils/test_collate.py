@@ -4,28 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from utils.collate import Sample, collate_fn, mask_instruction_labels
+from utils.batch import LisaBatch
+from utils.collate import collate_fn, mask_instruction_labels
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from utils.conversation import build_conversation, wrap_image_token
+from utils.data.sample import Sample
 from utils.tokenization import load_tokenizer, tokenizer_image_token
 
 pytestmark = pytest.mark.reference
 
-ORIGINAL_KEYS = {
-    "image_paths",
-    "images",
-    "images_clip",
-    "input_ids",
-    "labels",
-    "attention_masks",
-    "masks_list",
-    "label_list",
-    "resize_list",
-    "offset",
-    "questions_list",
-    "sampled_classes_list",
-    "inference",
-    "conversation_list",
+# LisaBatch field -> key of the same tensor in the reference fixtures (the original's dict keys)
+BATCH_FIELDS_OF_FIXTURE_KEYS = {
+    "input_ids": "input_ids",
+    "labels": "labels",
+    "attention_mask": "attention_masks",
+    "offset": "offset",
 }
 SEG_ID = 512
 
@@ -73,28 +66,28 @@ def test_batch_matches_reference(name, inference, tokenizer, tiny_cases_dir):
     samples = _samples_from_fixture(record, inference)
     batch = collate_fn(samples, tokenizer, conv_type="llava_v1", use_mm_start_end=True)
 
-    assert set(batch) == ORIGINAL_KEYS
-    for key in ("input_ids", "labels", "attention_masks", "offset"):
-        assert torch.equal(batch[key], torch.from_numpy(expected[key])), key
-    assert batch["input_ids"].dtype == batch["labels"].dtype == torch.long
-    assert batch["attention_masks"].dtype == torch.bool
-    assert batch["conversation_list"] == record["conversation_list"]
-    assert batch["inference"] is inference
+    assert isinstance(batch, LisaBatch)
+    for field, key in BATCH_FIELDS_OF_FIXTURE_KEYS.items():
+        assert torch.equal(getattr(batch, field), torch.from_numpy(expected[key])), key
+    assert batch.input_ids.dtype == batch.labels.dtype == torch.long
+    assert batch.attention_mask.dtype == torch.bool
+    assert batch.conversations == record["conversation_list"]
     n_images = len(samples)
-    assert batch["images"].shape == (n_images, 3, 1024, 1024)
-    assert batch["images_clip"].shape == (
+    assert batch.images.shape == (n_images, 3, 1024, 1024)
+    assert batch.images_clip.shape == (
         n_images,
         3,
         64,
         64,
     )  # one per image, not per conversation
-    assert [m.dtype for m in batch["masks_list"]] == [torch.float32] * n_images
-    assert [tuple(m.shape[1:]) for m in batch["masks_list"]] == [
+    assert [m.dtype for m in batch.gt_masks] == [torch.float32] * n_images
+    assert [tuple(m.shape[1:]) for m in batch.gt_masks] == [
         tuple(s) for s in record["label_list_shapes"]
     ]
-    assert batch["resize_list"] == [tuple(r) for r in record["resize_list"]]
-    assert batch["questions_list"] == [[f"q{i}"] for i in range(n_images)]
-    assert batch["image_paths"] == [f"image{i}.png" for i in range(n_images)]
+    assert batch.resize_sizes == tuple(tuple(r) for r in record["resize_list"])
+    assert batch.original_sizes == tuple(tuple(s) for s in record["label_list_shapes"])
+    assert batch.questions == [[f"q{i}"] for i in range(n_images)]
+    assert batch.image_paths == [f"image{i}.png" for i in range(n_images)]
 
 
 def test_samples_as_original_tuples(tokenizer, tiny_cases_dir):
@@ -102,14 +95,14 @@ def test_samples_as_original_tuples(tokenizer, tiny_cases_dir):
     samples = _samples_from_fixture(record, False)
     tuples = [tuple(vars(s).values()) for s in samples]
     a, b = collate_fn(samples, tokenizer), collate_fn(tuples, tokenizer)
-    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
 
 
 def _seg_masks_agree(batch) -> None:
     """Every image has as many ground-truth masks as [SEG] ids left in its conversations."""
-    offset = batch["offset"].tolist()
-    for i, masks in enumerate(batch["masks_list"]):
-        ids = batch["input_ids"][offset[i] : offset[i + 1]]
+    offset = batch.offset.tolist()
+    for i, masks in enumerate(batch.gt_masks):
+        ids = batch.input_ids[offset[i] : offset[i + 1]]
         assert int((ids == SEG_ID).sum()) == masks.shape[0]
 
 
@@ -124,25 +117,25 @@ def test_truncation_drops_the_masks_of_cut_seg_tokens(tokenizer, tiny_cases_dir)
     limit = 140  # keeps [SEG]s at 121, 124, 129; cuts the one at 158
     batch = collate_fn(samples, tokenizer, model_max_length=limit + 255, num_image_tokens=256)
 
-    assert batch["input_ids"].shape[1] == limit
+    assert batch.input_ids.shape[1] == limit
     order = [1, 0, 2]  # rows after the swap
-    assert torch.equal(batch["input_ids"], torch.from_numpy(expected["input_ids"][order, :limit]))
-    assert torch.equal(batch["labels"], torch.from_numpy(expected["labels"][order, :limit]))
+    assert torch.equal(batch.input_ids, torch.from_numpy(expected["input_ids"][order, :limit]))
+    assert torch.equal(batch.labels, torch.from_numpy(expected["labels"][order, :limit]))
     # img1's masks were [blue (conv A, 1st), green (conv A, 2nd), red (conv B)] = values 0, 1, 2;
     # the green one's [SEG] was cut.
-    first = batch["masks_list"][0]
+    first = batch.gt_masks[0]
     assert first.shape[0] == 2 and first[:, 0, 0].tolist() == [0.0, 2.0]
-    assert batch["masks_list"][1].shape[0] == 1
+    assert batch.gt_masks[1].shape[0] == 1
     _seg_masks_agree(batch)
     attention = torch.from_numpy(expected["attention_masks"][order, :limit])
-    assert torch.equal(batch["attention_masks"], attention)
+    assert torch.equal(batch.attention_mask, attention)
 
 
 def test_no_truncation_at_inference(tokenizer, tiny_cases_dir):
     record = json.loads((tiny_cases_dir / "train_forward.json").read_text())
     samples = _samples_from_fixture(record, True)
     batch = collate_fn(samples, tokenizer, model_max_length=300)
-    assert batch["input_ids"].shape[1] == 162
+    assert batch.input_ids.shape[1] == 162
     _seg_masks_agree(batch)
 
 
@@ -172,7 +165,7 @@ def test_unk_in_text_is_attended_and_counted(tokenizer):
     )
     short = build_conversation([("<image>\nHi", "[SEG].")], "llava_v1")
     batch = collate_fn([_sample([text, short], n_masks=2)], tokenizer)
-    ids, labels, attention = batch["input_ids"], batch["labels"], batch["attention_masks"]
+    ids, labels, attention = batch.input_ids, batch.labels, batch.attention_mask
     unk_positions = (ids[0] == tokenizer.unk_token_id).nonzero().flatten().tolist()
     assert len(unk_positions) == 2  # both genuine, the first row is the longest: no padding
     assert attention[0].all()
@@ -206,11 +199,11 @@ def test_only_answers_are_supervised(tokenizer, conv_type):
     ]
     text = build_conversation(turns, conv_type)
     batch = collate_fn([_sample([text], n_masks=2)], tokenizer, conv_type=conv_type)
-    spans = _supervised_spans(tokenizer, batch["input_ids"][0], batch["labels"][0])
+    spans = _supervised_spans(tokenizer, batch.input_ids[0], batch.labels[0])
     assert [s.replace(" ", "") for s in spans] == ["Sure,[SEG].</s>", "Itis[SEG]ontheleft.</s>"]
-    ids = batch["input_ids"][0]
+    ids = batch.input_ids[0]
     assert IMAGE_TOKEN_INDEX in ids.tolist()
-    assert batch["labels"][0, ids == IMAGE_TOKEN_INDEX].eq(IGNORE_INDEX).all()
+    assert batch.labels[0, ids == IMAGE_TOKEN_INDEX].eq(IGNORE_INDEX).all()
 
 
 def test_mask_instruction_labels_direct(tokenizer):

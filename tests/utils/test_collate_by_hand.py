@@ -14,9 +14,10 @@ import pytest
 import torch
 from sentencepiece import sentencepiece_model_pb2 as sp_model
 
-from utils.collate import Sample, collate_fn
+from utils.collate import collate_fn, pad, truncate
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from utils.conversation import get_conv_template
+from utils.data.sample import Sample
 from utils.tokenization import add_lisa_tokens, load_tokenizer, tokenizer_image_token
 
 SYSTEM_WORDS = (
@@ -109,10 +110,10 @@ def test_one_conversation_ids_and_labels(tokenizer):
     wrapped = text.replace("<image>", "<im_start><image><im_end>")
     assert tokenizer_image_token(wrapped, tokenizer) == WHAT_IS_IT + ANSWER
     batch = collate_fn([sample([text], masks=1)], tokenizer, num_image_tokens=4)
-    assert batch["input_ids"].tolist() == [WHAT_IS_IT + ANSWER]
-    assert batch["labels"].tolist() == [[IGNORE_INDEX] * len(WHAT_IS_IT) + ANSWER]
-    assert batch["attention_masks"].all()
-    assert batch["offset"].tolist() == [0, 1]
+    assert batch.input_ids.tolist() == [WHAT_IS_IT + ANSWER]
+    assert batch.labels.tolist() == [[IGNORE_INDEX] * len(WHAT_IS_IT) + ANSWER]
+    assert batch.attention_mask.all()
+    assert batch.offset.tolist() == [0, 1]
 
 
 def test_two_images_padding_and_offsets(tokenizer):
@@ -129,18 +130,18 @@ def test_two_images_padding_and_offsets(tokenizer):
     plain = [*ids_of("It is ."), 2]
     rows = [WHAT_IS_IT + ANSWER, where + sure, WHAT_IS_IT + plain]
     width = max(len(row) for row in rows)
-    assert batch["input_ids"].tolist() == [row + [0] * (width - len(row)) for row in rows]
+    assert batch.input_ids.tolist() == [row + [0] * (width - len(row)) for row in rows]
     expected_labels = [
         [IGNORE_INDEX] * len(WHAT_IS_IT) + ANSWER,
         [IGNORE_INDEX] * len(where) + sure,
         [IGNORE_INDEX] * len(WHAT_IS_IT) + plain,
     ]
-    assert batch["labels"].tolist() == [
+    assert batch.labels.tolist() == [
         row + [IGNORE_INDEX] * (width - len(row)) for row in expected_labels
     ]
-    assert batch["attention_masks"].sum(1).tolist() == [len(row) for row in rows]
-    assert batch["offset"].tolist() == [0, 2, 3]
-    assert [m.shape[0] for m in batch["masks_list"]] == [2, 0]
+    assert batch.attention_mask.sum(1).tolist() == [len(row) for row in rows]
+    assert batch.offset.tolist() == [0, 2, 3]
+    assert [m.shape[0] for m in batch.gt_masks] == [2, 0]
 
 
 def test_truncation_keeps_the_masks_of_the_seg_tokens_left(tokenizer):
@@ -155,14 +156,14 @@ def test_truncation_keeps_the_masks_of_the_seg_tokens_left(tokenizer):
         model_max_length=limit + num_image_tokens - 1,
         num_image_tokens=num_image_tokens,
     )
-    assert batch["input_ids"].tolist() == [ids[:limit]]
-    masks = batch["masks_list"][0]
+    assert batch.input_ids.tolist() == [ids[:limit]]
+    masks = batch.gt_masks[0]
     assert masks.shape[0] == 1 and masks[0].unique().tolist() == [0.0]  # the first mask stays
     inference = collate_fn([sample([two_segs], masks=2, inference=True)], tokenizer,
                            model_max_length=limit + num_image_tokens - 1,
                            num_image_tokens=num_image_tokens)  # fmt: skip
-    assert inference["input_ids"].tolist() == [ids]  # validation is never cut
-    assert inference["masks_list"][0].shape[0] == 2
+    assert inference.input_ids.tolist() == [ids]  # validation is never cut
+    assert inference.gt_masks[0].shape[0] == 2
 
 
 def test_unknown_word_is_unk_attended_and_supervised_in_the_answer(tokenizer):
@@ -170,6 +171,49 @@ def test_unknown_word_is_unk_attended_and_supervised_in_the_answer(tokenizer):
     batch = collate_fn([sample([text], masks=0)], tokenizer, num_image_tokens=4)
     # No piece holds "zebra": the lone "▁" then one <unk> (= the pad id 0) for its letters.
     answer = [*ids_of("It is"), ID["▁"], 0, ID["."], 2]
-    assert batch["input_ids"].tolist() == [WHAT_IS_IT + answer]
-    assert batch["labels"][0, len(WHAT_IS_IT) :].tolist() == answer
-    assert batch["attention_masks"].all()  # the genuine <unk> is attended although it is the pad id
+    assert batch.input_ids.tolist() == [WHAT_IS_IT + answer]
+    assert batch.labels[0, len(WHAT_IS_IT) :].tolist() == answer
+    assert batch.attention_mask.all()  # the genuine <unk> is attended although it is the pad id
+
+
+def test_the_batch_carries_sizes_images_and_bookkeeping(tokenizer):
+    first = sample([conversation("What is it?", "It is [SEG].")], masks=1)
+    second = Sample(
+        image_path="other.jpg",
+        image=torch.ones(3, 8, 8),
+        image_clip=torch.ones(3, 4, 4),
+        conversations=[conversation("Where is it?", "It is.")],
+        masks=torch.zeros(0, 7, 3),
+        label=torch.zeros(7, 3),
+        resize=(8, 3),
+        questions=["Where is it?"],
+        sampled_classes=["dog"],
+    )
+    batch = collate_fn([first, second], tokenizer, num_image_tokens=4)
+    assert batch.images.shape == (2, 3, 8, 8) and batch.images_clip.shape == (2, 3, 4, 4)
+    assert torch.equal(batch.images[1], torch.ones(3, 8, 8))
+    assert batch.resize_sizes == ((5, 6), (8, 3))
+    assert batch.original_sizes == ((5, 6), (7, 3))  # the label map's shape, not the map
+    assert batch.image_paths == ["pic.jpg", "other.jpg"]
+    assert batch.questions == [None, ["Where is it?"]]
+    assert batch.sampled_classes == [None, ["dog"]]
+    assert batch.conversations == [
+        text.replace("<image>", "<im_start><image><im_end>")
+        for text in first.conversations + second.conversations
+    ]
+    assert [m.shape for m in batch.gt_masks] == [(1, 5, 6), (0, 7, 3)]
+
+
+def test_pad_and_truncate_steps():
+    ids, labels, attention = pad(
+        [[1, 5, 6], [1, 7]], [torch.tensor([-100, 5, 6]), torch.tensor([-100, 7])], 0
+    )
+    assert ids.tolist() == [[1, 5, 6], [1, 7, 0]]
+    assert labels.tolist() == [[-100, 5, 6], [-100, 7, -100]]
+    assert attention.tolist() == [[True, True, True], [True, True, False]]
+    samples = [sample([conversation("What is it?", "It is [SEG].")], masks=1)]
+    short = [[1, IMAGE_TOKEN_INDEX, 4]]
+    kept = truncate(
+        samples, [0, 1], short, [torch.tensor([-100, -100, 4])], [torch.zeros(1, 5, 6)], 3, None
+    )
+    assert kept[0] == short  # nothing longer than the limit: unchanged

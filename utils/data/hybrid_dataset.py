@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch.utils.data
 
-from utils.collate import Sample
 from utils.data.bad_samples import BadSampleError, SkipCounter
+from utils.data.sample import Sample
 from utils.data.source import TrainingSource
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from utils.collate import Sample
 from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.image_keys import image_key
 from utils.data.questions import short_question_turn
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 from utils.regular_files import is_regular_file

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from utils.collate import Sample
 from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.coco_masks import decode_segmentation
 from utils.data.image_keys import image_key
 from utils.data.questions import short_question_turn
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 

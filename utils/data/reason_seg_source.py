@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.collate import Sample
 from utils.constants import DEFAULT_IMAGE_TOKEN
 from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
@@ -33,6 +32,7 @@ from utils.data.questions import (
     choose,
     segmentation_questions,
 )
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 from utils.reason_seg import (

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.collate import Sample
 from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.questions import short_question_turn
 from utils.data.refer import ReferSplit, load_refer_split
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 

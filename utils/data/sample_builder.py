@@ -1,4 +1,4 @@
-"""The one path from an image file, questions and masks to a :class:`utils.collate.Sample`.
+"""The one path from an image file, questions and masks to a :class:`utils.data.sample.Sample`.
 
 Every reader (training sources and validation sets) goes through :class:`SampleBuilder`: it reads
 the image robustly, applies the SAM and CLIP transforms, and writes the conversations with the
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.collate import Sample
 from utils.conversation import Conversation, get_conv_template
 from utils.data.bad_samples import BadSampleError, SkipReason
 from utils.data.questions import ANSWER_LIST
+from utils.data.sample import Sample
 from utils.transforms import ClipTransform, SamTransform, load_image
 
 

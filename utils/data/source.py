@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from utils.collate import Sample
 from utils.data.bad_samples import BadSampleError
+from utils.data.sample import Sample
 
 
 class TrainingSource(ABC):

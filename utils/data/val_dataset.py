@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
-from utils.collate import Sample
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipCounter, SkipReason
 from utils.data.image_keys import image_key
 from utils.data.questions import VALIDATION_ANSWER, validation_question
 from utils.data.reason_seg_source import list_reason_seg_split, render_reason_seg_mask
 from utils.data.refer import ReferSplit, load_refer_split
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.reason_seg import ReasonSegAnnotation
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.collate import Sample
 from utils.constants import DEFAULT_IMAGE_TOKEN
 from utils.data import layout
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipReason
 from utils.data.image_keys import image_key
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.source import TrainingSource
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.utils.test_collate import BATCH_FIELDS_OF_FIXTURE_KEYS
 from utils.collate import collate_fn
 from utils.conversation import wrap_image_token
 from utils.data import SampleBuilder, ValDataset
@@ -57,7 +58,7 @@ def test_val_sample_matches_inference_forward(img3_as_reason_seg, tiny_lisa_dir,
 
     tokenizer = load_tokenizer(tiny_lisa_dir)
     batch = collate_fn([sample], tokenizer, conv_type="llava_v1", use_mm_start_end=True)
-    assert batch["inference"] is True
-    for key in ("input_ids", "labels", "attention_masks", "offset"):
-        assert torch.equal(batch[key], torch.from_numpy(arrays[key])), key
-    assert batch["conversation_list"] == record["conversation_list"]
+    assert sample.inference is True
+    for field, key in BATCH_FIELDS_OF_FIXTURE_KEYS.items():
+        assert torch.equal(getattr(batch, field), torch.from_numpy(arrays[key])), key
+    assert batch.conversations == record["conversation_list"]

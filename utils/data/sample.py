@@ -1,0 +1,30 @@
+"""One dataset item: :class:`Sample`, what every training source and validation set returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Sample:
+    """Everything a dataset returns for one image (the original's 10-tuple, in the same order)."""
+
+    image_path: str
+    image: torch.Tensor  # [3, S, S] float32 SAM input (normalised, padded)
+    image_clip: torch.Tensor  # [3, h, w] float32 CLIP input
+    conversations: list[str]  # full conversations about this image, each with one "<image>"
+    masks: torch.Tensor  # [n, H, W] ground truth, one per [SEG] over all conversations, in order
+    label: torch.Tensor  # [H, W] class map at the original size (255 = ignore)
+    resize: tuple[int, int]  # (h', w') of the image inside the padded SAM input
+    questions: Any = None  # the questions asked (list[str]; kept for evaluation/logging)
+    sampled_classes: Any = None  # class names / expressions behind the questions
+    inference: bool = False  # validation item: no truncation
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(H, W) of the image, the size its masks are predicted at."""
+        height, width = self.label.shape[-2:]
+        return int(height), int(width)
