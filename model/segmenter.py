@@ -11,7 +11,7 @@
 
 chat.py goes through this class, so the terminal and Python share one preprocessing and
 decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
-``build_chat_prompt``, ``tokenizer_image_token``, ``LISAForCausalLM.evaluate``).
+``build_chat_prompt``, ``tokenizer_image_token``, ``LISAForCausalLM.generate``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from model.LISA import LISAForCausalLM
 from model.loading import load_pretrained_model
+from utils.batch import LisaBatch
 from utils.constants import (
     DEFAULT_IM_END_TOKEN,
     DEFAULT_IM_START_TOKEN,
@@ -311,28 +312,24 @@ class LisaSegmenter:
     def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
         return tuple(self.preprocessor(self._checked(image).pixels) for image in images)
 
-    def _batch_tensors(
-        self, prepared: Sequence[PreparedImage]
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
-        """-> images_clip [B, 3, s, s], images [B, 3, S, S] on the model's device, resizes, sizes."""
-        images_clip = torch.cat([p.images_clip for p in prepared]).to(self.device)
-        images = torch.cat([p.images for p in prepared]).to(self.device)
-        return (
-            images_clip,
-            images,
-            [p.resize for p in prepared],
-            [p.original_size for p in prepared],
-        )
-
-    def _padded(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded [N, L] ids and their [N, L] bool attention mask."""
+    def _batch(self, prepared: Sequence[PreparedImage], rows: Sequence[list[int]]) -> LisaBatch:
+        """Prompt j about image j, ids right-padded, on the model's device."""
         length = max(len(row) for row in rows)
         ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros(len(rows), length, dtype=torch.bool)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
-        return ids.to(self.device), mask.to(self.device)
+        batch = LisaBatch(
+            images=torch.cat([p.images for p in prepared]),
+            images_clip=torch.cat([p.images_clip for p in prepared]),
+            input_ids=ids,
+            attention_mask=mask,
+            offset=torch.arange(len(rows) + 1),
+            resize_sizes=[p.resize for p in prepared],
+            original_sizes=[p.original_size for p in prepared],
+        )
+        return batch.to(self.device)
 
     # --- asking --------------------------------------------------------------------------------
 
@@ -422,26 +419,19 @@ class LisaSegmenter:
             prompts.append(_checked_prompt(request[1]))
             histories.append(_checked_history(request[2]) if len(request) == 3 else [])
         rows = [self.prompt_ids(p, h) for p, h in zip(prompts, histories, strict=True)]
-        prepared = self._prepare(images)
-        images_clip, sam_images, resizes, sizes = self._batch_tensors(prepared)
-        input_ids, attention_mask = self._padded(rows)
+        batch = self._batch(self._prepare(images), rows)
         with torch.inference_mode():
-            output_ids, mask_logits = self.model.evaluate(
-                images_clip,
-                sam_images,
-                input_ids,
-                resizes,
-                sizes,
+            generation = self.model.generate(
+                batch,
                 max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                tokenizer=self.tokenizer,
-                attention_mask=attention_mask,
+                eos_token_id=self.tokenizer.eos_token_id,
             )
         results = []
         for i, row in enumerate(rows):
-            new_ids = output_ids[i, len(row) :]
+            new_ids = generation.output_ids[i, len(row) :]
             text = decode_answer(new_ids, self.tokenizer, clean=True)
-            # evaluate decodes the [SEG]s of the new answer only (not those of the history)
-            masks = [(m > 0).cpu().numpy() for m in mask_logits[i]]
+            # generate decodes the [SEG]s of the new answer only (not those of the history)
+            masks = [(m > 0).cpu().numpy() for m in generation.pred_masks[i]]
             results.append(
                 SegmentationResult(
                     text=text,

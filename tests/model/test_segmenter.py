@@ -65,14 +65,16 @@ def test_a_list_of_pairs_runs_as_one_batch_with_the_single_answers(
         (tiny_cases_dir / "img3.png", "Where is the orange circle?"),
     ]
     calls = []
-    evaluate = segmenter.model.evaluate
+    generate = segmenter.model.generate
     monkeypatch.setattr(
-        segmenter.model, "evaluate", lambda *a, **k: calls.append(a[2].shape) or evaluate(*a, **k)
+        segmenter.model,
+        "generate",
+        lambda batch, **k: calls.append(batch.input_ids.shape) or generate(batch, **k),
     )
     batch = segmenter(requests)
     monkeypatch.undo()
     singles = [segmenter(image, prompt) for image, prompt in requests]
-    assert len(calls) == 1 and calls[0][0] == 2  # both prompts in one evaluate() call
+    assert len(calls) == 1 and calls[0][0] == 2  # both prompts in one generate() call
     for together, alone, (image, _) in zip(batch, singles, requests, strict=True):
         assert together.text == alone.text
         assert len(together.masks) == len(alone.masks)
