@@ -39,7 +39,6 @@ from model.checkpoint_files import (
     listed,
     read_checkpoint_shapes,
     read_config,
-    read_tensor_shapes,
     weight_files_label,
 )
 from model.config import LisaConfig
@@ -50,7 +49,6 @@ from model.segment_anything import (
     SamConfig,
     build_sam,
     build_sam_vit_h,
-    load_sam_checkpoint,
     sam_config_from_state_dict,
 )
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
@@ -594,12 +592,6 @@ class LISAForCausalLM(LlamaForCausalLM):
                 other key is an error.
         """
         del image_paths, questions_list, sampled_classes_list, conversation_list
-        if label_list is not None:
-            original_sizes = [tuple(label.shape[-2:]) for label in label_list]
-        elif masks_list is not None:
-            original_sizes = [tuple(m.shape[-2:]) for m in masks_list]
-        else:
-            raise ValueError("model_forward needs label_list or masks_list for the mask sizes")
         num_images = images_clip.shape[0]
         batch = LisaBatch(
             images=images,
@@ -608,7 +600,7 @@ class LISAForCausalLM(LlamaForCausalLM):
             attention_mask=_all_ones_unless_given(attention_masks, input_ids),
             offset=_offset_unless_given(offset, num_images, input_ids.shape[0]),
             resize_sizes=[images.shape[-2:]] * num_images if resize_list is None else resize_list,
-            original_sizes=original_sizes,
+            original_sizes=_original_sizes(label_list, masks_list),
             labels=labels,
             gt_masks=None if masks_list is None else list(masks_list),
         )
@@ -688,19 +680,16 @@ class LISAForCausalLM(LlamaForCausalLM):
     ):
         """Load a finished LISA checkpoint, or build LISA from a LLaVA base directory.
 
-        The keyword arguments are the original's. A finished checkpoint (its files hold SAM
-        weights) loads as is; SAM's size is read from the weights. From a LLaVA base, SAM comes
-        from ``vision_pretrained`` (an official SAM file such as sam_vit_h_4b8939.pth) and
-        ``text_hidden_fcs`` starts fresh. When the files hold no vision-tower weights (the
-        original merge script drops them), CLIP is loaded from ``vision_tower`` (or the path in
-        the config). ``low_cpu_mem_usage`` is accepted for compatibility (always on).
+        The keyword arguments are the original's; those given override the config. A finished
+        checkpoint (its files hold SAM weights) loads as is: see :meth:`load_checkpoint`. With
+        ``vision_pretrained`` (an official SAM file such as sam_vit_h_4b8939.pth), SAM comes
+        from that file: :func:`model.builder.build_from_llava_base`, which also builds LISA from
+        a LLaVA base (``text_hidden_fcs`` starts fresh). ``low_cpu_mem_usage`` is accepted for
+        compatibility (always on).
         """
         del low_cpu_mem_usage
         path = str(pretrained_model_name_or_path)
         output_loading_info = kwargs.pop("output_loading_info", False)
-        if config is None:
-            config = read_config(path)
-        config = LisaConfig.from_dict(config.to_dict())  # never mutate the caller's config
         overrides = {
             "seg_token_idx": seg_token_idx,
             "vision_tower": vision_tower,
@@ -711,42 +700,73 @@ class LISAForCausalLM(LlamaForCausalLM):
             "dice_loss_weight": dice_loss_weight,
             "bce_loss_weight": bce_loss_weight,
         }
-        for name, value in overrides.items():
-            if value is not None:
-                setattr(config, name, value)
+        config = _config_with_overrides(path, config, overrides)
         if torch_dtype is not None:
             kwargs["dtype"] = torch_dtype
+        if vision_pretrained is None:
+            model, info = cls.load_checkpoint(path, config, *model_args, **kwargs)
+        else:
+            from model.builder import build_from_llava_base  # the builder imports this module
 
-        shapes = read_checkpoint_shapes(path)
-        if not shapes:
-            raise CheckpointError(
-                f"{path} holds no weights (model.safetensors, pytorch_model.bin or a sharded "
-                "index of them)."
+            model, info = build_from_llava_base(
+                path, vision_pretrained, config, *model_args, **kwargs
             )
-        checkpoint_has_sam = any(name.startswith(SAM_PREFIX) for name in shapes)
-        checkpoint_has_tower = any(name.startswith(VISION_TOWER_PREFIX) for name in shapes)
-        if config.sam_config is None:
-            if checkpoint_has_sam:
-                config.sam_config = _sam_config_from(shapes, SAM_PREFIX, weight_files_label(path))
-            elif vision_pretrained is not None:
-                config.sam_config = _sam_config_from(
-                    read_tensor_shapes(vision_pretrained), "", Path(vision_pretrained)
-                )
+        model.eval()
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def load_checkpoint(
+        cls, path: str, config: LisaConfig, *model_args, sam_elsewhere: bool = False, **kwargs
+    ) -> tuple[LISAForCausalLM, dict]:
+        """The model of ``config`` with the weights of the checkpoint directory ``path``.
+
+        A checkpoint loads whole or not at all (CheckpointError naming the file). The documented
+        absences: a vision tower the files leave out (the original merge script drops it) is
+        loaded from its own path; SAM may be absent when ``sam_elsewhere`` (the caller loads it)
+        or, from a LLaVA base, starts random with a warning; ``text_hidden_fcs`` absent from a
+        LLaVA base starts fresh. SAM's size is read from its weights when the config lacks it.
+
+        Returns the model (in train mode) and transformers' loading info.
+        """
+        shapes = checkpoint_tensor_shapes(path)
+        has_sam = any(name.startswith(SAM_PREFIX) for name in shapes)
+        has_tower = any(name.startswith(VISION_TOWER_PREFIX) for name in shapes)
+        if config.sam_config is None and has_sam:
+            config.sam_config = sam_config_from_shapes(shapes, SAM_PREFIX, weight_files_label(path))
         if config.vision_config is None:
             if config.vision_tower_path is None:
                 raise ValueError(
                     f"{path}/config.json names no vision tower (mm_vision_tower); pass vision_tower=PATH"
                 )
             config.vision_config = load_clip_vision_config(config.vision_tower_path).to_dict()
+        absent = [] if has_tower else [r"^model\.vision_tower\."]
+        if sam_elsewhere:
+            absent.append(r"^model\.visual_model\.")
+        model, info = cls._load_with_transformers(path, config, absent, *model_args, **kwargs)
+        _check_loaded_keys(info, shapes, weight_files_label(path))
+        if not has_tower:
+            model.model.vision_tower.load_pretrained(config.vision_tower_path)
+        if not has_sam and not sam_elsewhere:
+            logger.warning(
+                "%s holds no SAM weights and no vision_pretrained was given: SAM is random", path
+            )
+            sam_config = config.sam_config
+            fresh = build_sam(SamConfig(**sam_config)) if sam_config else build_sam_vit_h()
+            model.model.visual_model.load_state_dict(fresh.state_dict())
+        _restore_sam_normalisation(model.model.visual_model)
+        info["missing_keys"] = {
+            key for key in info["missing_keys"] if not key.startswith(VISION_TOWER_PREFIX)
+        }
+        return model, info
 
-        # the documented absences: a vision tower the file leaves out comes from its own path,
-        # SAM from vision_pretrained; anything else missing makes the load fail below
-        expected_missing = [] if checkpoint_has_tower else [r"^model\.vision_tower\."]
-        if vision_pretrained is not None:  # SAM comes from the official file below
-            expected_missing.append(r"^model\.visual_model\.")
-        with _patched_class_attribute(cls, "_keys_to_ignore_on_load_missing", expected_missing):
+    @classmethod
+    def _load_with_transformers(
+        cls, path: str, config: LisaConfig, absent: list[str], *model_args, **kwargs
+    ) -> tuple[LISAForCausalLM, dict]:
+        """transformers' loading, told which tensors may be absent (regular expressions)."""
+        with _patched_class_attribute(cls, "_keys_to_ignore_on_load_missing", absent):
             try:
-                model, info = super().from_pretrained(
+                return super().from_pretrained(
                     path,
                     *model_args,
                     config=config,
@@ -761,40 +781,36 @@ class LISAForCausalLM(LlamaForCausalLM):
                     f"cannot build the model of {path}/config.json or load "
                     f"{weight_files_label(path)}: {type(error).__name__}: {_one_line(error)}."
                 ) from None
-        _check_loaded_keys(info, shapes, weight_files_label(path))
-        if not checkpoint_has_tower:
-            model.model.vision_tower.load_pretrained(config.vision_tower_path)
-        if vision_pretrained is not None:
-            load_sam_checkpoint(model.model.visual_model, vision_pretrained)
-            if not checkpoint_has_sam:
-                logger.info(
-                    "built LISA from the LLaVA base %s: SAM from %s, new text_hidden_fcs",
-                    path,
-                    vision_pretrained,
-                )
-        elif not checkpoint_has_sam:
-            logger.warning(
-                "%s holds no SAM weights and no vision_pretrained was given: SAM is random", path
-            )
-            fresh = (
-                build_sam(SamConfig(**config.sam_config))
-                if config.sam_config
-                else build_sam_vit_h()
-            )
-            model.model.visual_model.load_state_dict(fresh.state_dict())
-        # transformers materialises non-persistent buffers of custom modules without values
-        sam = model.model.visual_model
-        with torch.no_grad():
-            sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-            sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
-        info["missing_keys"] = {
-            key
-            for key in info["missing_keys"]
-            if not key.startswith(VISION_TOWER_PREFIX)
-            and not (vision_pretrained and key.startswith(SAM_PREFIX))
-        }
-        model.eval()
-        return (model, info) if output_loading_info else model
+
+
+def checkpoint_tensor_shapes(path: str) -> dict[str, torch.Size]:
+    """name -> shape of every tensor in the checkpoint directory; CheckpointError when none."""
+    shapes = read_checkpoint_shapes(path)
+    if not shapes:
+        raise CheckpointError(
+            f"{path} holds no weights (model.safetensors, pytorch_model.bin or a sharded "
+            "index of them)."
+        )
+    return shapes
+
+
+def _config_with_overrides(path: str, config: LisaConfig | None, overrides: dict) -> LisaConfig:
+    """A copy of ``config`` (default: the directory's config.json) with the given values set;
+    the caller's config is never mutated."""
+    if config is None:
+        config = read_config(path)
+    config = LisaConfig.from_dict(config.to_dict())
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+def _restore_sam_normalisation(sam: nn.Module) -> None:
+    """transformers materialises non-persistent buffers of custom modules without values."""
+    with torch.no_grad():
+        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -802,7 +818,7 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _sam_config_from(shapes: dict[str, torch.Size], prefix: str, source: Path) -> dict:
+def sam_config_from_shapes(shapes: dict[str, torch.Size], prefix: str, source: Path) -> dict:
     """SAM's sizes read from the shapes of its weights; a file they do not fit is named."""
     try:
         return dataclasses.asdict(sam_config_from_state_dict(_as_meta(shapes), prefix=prefix))
@@ -964,6 +980,17 @@ def _refuse_arguments(names, where: str) -> None:
 
 def _all_ones_unless_given(mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
+
+
+def _original_sizes(
+    label_list: Sequence[torch.Tensor] | None, masks_list: Sequence[torch.Tensor] | None
+) -> list[tuple[int, ...]]:
+    """The (H, W) of each image from the original's label maps, else its ground-truth masks."""
+    if label_list is not None:
+        return [tuple(label.shape[-2:]) for label in label_list]
+    if masks_list is not None:
+        return [tuple(m.shape[-2:]) for m in masks_list]
+    raise ValueError("model_forward needs label_list or masks_list for the mask sizes")
 
 
 def _offset_unless_given(

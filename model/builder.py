@@ -14,7 +14,15 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from model.LISA import LISAForCausalLM
+from model.checkpoint_files import read_tensor_shapes
+from model.config import LisaConfig
+from model.LISA import (
+    SAM_PREFIX,
+    LISAForCausalLM,
+    checkpoint_tensor_shapes,
+    sam_config_from_shapes,
+)
+from model.segment_anything import load_sam_checkpoint
 from utils.errors import UsageError
 from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens
 
@@ -173,3 +181,36 @@ def unwrap_lisa(model: nn.Module) -> LISAForCausalLM:
     if not isinstance(model, LISAForCausalLM):
         raise TypeError(f"expected a LISAForCausalLM, got {type(model).__name__}")
     return model
+
+
+def build_from_llava_base(
+    path: str, vision_pretrained: str, config: LisaConfig, *model_args, **kwargs
+) -> tuple[LISAForCausalLM, dict]:
+    """LISA from a LLaVA base directory, SAM from an official SAM file.
+
+    ``vision_pretrained`` is a plain SAM state dict (sam_vit_h_4b8939.pth layout) or a
+    .safetensors file with its names; SAM's size is read from it. ``text_hidden_fcs`` starts
+    fresh. A finished LISA checkpoint works too: its SAM is replaced by the file's.
+    ``LISAForCausalLM.from_pretrained(path, vision_pretrained=...)`` comes here.
+
+    Returns the model and transformers' loading info, where SAM's tensors do not count as
+    missing.
+    """
+    shapes = checkpoint_tensor_shapes(path)
+    has_sam = any(name.startswith(SAM_PREFIX) for name in shapes)
+    if config.sam_config is None and not has_sam:
+        config.sam_config = sam_config_from_shapes(
+            read_tensor_shapes(vision_pretrained), "", Path(vision_pretrained)
+        )
+    model, info = LISAForCausalLM.load_checkpoint(
+        path, config, *model_args, sam_elsewhere=True, **kwargs
+    )
+    load_sam_checkpoint(model.model.visual_model, vision_pretrained)
+    if not has_sam:
+        logger.info(
+            "built LISA from the LLaVA base %s: SAM from %s, new text_hidden_fcs",
+            path,
+            vision_pretrained,
+        )
+    info["missing_keys"] = {key for key in info["missing_keys"] if not key.startswith(SAM_PREFIX)}
+    return model, info
