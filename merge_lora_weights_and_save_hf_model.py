@@ -19,61 +19,73 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from model.builder import LoraSettings, apply_lora, build_lisa_from_flags, unwrap_lisa
+from model.builder import (
+    LoraSettings,
+    ModelSettings,
+    apply_lora,
+    build_lisa_from_settings,
+    local_path,
+    unwrap_lisa,
+)
 from model.checkpoint_files import CheckpointError, load_state_dict_file, read_tensor_shapes
 from model.loading import PRECISIONS
 from utils.console import quiet_libraries
+from utils.conversation import CONV_TYPES
+from utils.errors import UsageError
+from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags, flags_off_default
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 from utils.tokenization import load_tokenizer
+from utils.train_config import NO_SAM_FILE, add_lora_flags, config_from_namespace
 
 logger = logging.getLogger("merge")
+PROGRAM = "merge"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class MergeConfig:
+    """Every flag of the merge, by its destination name (the model flags as for training)."""
+
+    weight: str  # state dict of the trained model (zero_to_fp32.py output)
+    save_path: str  # output folder: new, empty, or written by an earlier merge
+    version: str = "liuhaotian/llava-llama-2-13b-chat-lightning-preview"  # the base trained from
+    vision_tower: str = "openai/clip-vit-large-patch14"  # CLIP directory, recorded in config.json
+    vision_pretrained: str = NO_SAM_FILE  # the SAM file of the training run
+    precision: str = "bf16"  # dtype of the saved weights
+    out_dim: int = 256  # [SEG] prompt width; must be the SAM decoder's
+    image_size: int | None = None  # SAM input side; None: the SAM's own; another is refused
+    model_max_length: int = 512  # saved with the tokenizer
+    use_mm_start_end: bool = True  # as in training
+    train_mask_decoder: bool = True  # recorded in config.json, as the original did
+    lora_r: int = 8  # 0 when the run trained without LoRA (--trainable all / heads)
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "q_proj,v_proj"
+    overwrite: bool = False  # write beside files the merge did not write
+    include_vision_tower: bool = False  # also save the CLIP weights
+    conv_type: str = "llava_v1"  # ignored; kept for the original's command lines
+    vis_save_path: str = "./vis_output"  # ignored, as --conv_type
+    local_rank: int = 0  # ignored, as --conv_type (the merge runs on the CPU)
+
+    def ignored_flags(self) -> list[str]:
+        """The flags kept only for the original's command lines that are set to another value."""
+        return flags_off_default(self, IGNORED)
+
+
+IGNORED = ("conv_type", "vis_save_path", "local_rank")
+
+
+def parse_args(argv: list[str] | None = None) -> MergeConfig:
     parser = argparse.ArgumentParser(
         description="Merge LoRA weights and save a Hugging Face format LISA model"
     )
-    on_off = argparse.BooleanOptionalAction
     add = parser.add_argument
-    add(
-        "--version",
-        default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
-        help="the LLaVA base trained from",
-    )
-    add(
-        "--vis_save_path",
-        default="./vis_output",
-        type=str,
-        help="unused; kept for the original command lines",
-    )
-    add("--precision", default="bf16", choices=list(PRECISIONS), help="dtype of the saved weights")
-    add("--vision_pretrained", default="PATH_TO_SAM_ViT-H", type=str)
-    add("--out_dim", default=256, type=int)
-    add("--image_size", default=1024, type=int)
-    add("--model_max_length", default=512, type=int)
-    add(
-        "--vision-tower",
-        "--vision_tower",
-        dest="vision_tower",
-        default="openai/clip-vit-large-patch14",
-    )
-    add(
-        "--lora_r",
-        default=8,
-        type=int,
-        help="0 when the run trained without LoRA (--trainable all)",
-    )
-    add("--lora_alpha", default=16, type=int)
-    add("--lora_dropout", default=0.05, type=float)
-    add("--lora_target_modules", default="q_proj,v_proj", type=str)
-    add("--local-rank", "--local_rank", dest="local_rank", default=0, type=int)
-    add("--train_mask_decoder", action=on_off, default=True)
-    add("--use_mm_start_end", action=on_off, default=True)
-    add("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
+    d = MergeConfig(weight="", save_path="")
+    add("--version", default=d.version, help="the LLaVA base trained from")
     add("--weight", required=True, help="state dict of the trained model (zero_to_fp32.py output)")
     add(
         "--save_path",
@@ -82,94 +94,155 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add(
+        "--precision",
+        default=d.precision,
+        choices=list(PRECISIONS),
+        help="dtype of the saved weights",
+    )
+    add("--vision-tower", "--vision_tower", dest="vision_tower", default=d.vision_tower)
+    add("--vision_pretrained", default=d.vision_pretrained, type=str)
+    add("--out_dim", default=d.out_dim, type=int)
+    add(
+        "--image_size",
+        default=d.image_size,
+        type=int,
+        help="SAM input side; default the SAM's own; another value is refused",
+    )
+    add("--model_max_length", default=d.model_max_length, type=int, help="saved with the tokenizer")
+    add("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=d.use_mm_start_end)
+    add(
+        "--train_mask_decoder",
+        action=argparse.BooleanOptionalAction,
+        default=d.train_mask_decoder,
+        help="recorded in the saved config.json",
+    )
+    add_lora_flags(add, d)
+    add(
         "--include_vision_tower",
-        action=on_off,
-        default=False,
+        action=argparse.BooleanOptionalAction,
+        default=d.include_vision_tower,
         help="also save the CLIP weights, so the directory needs no --vision-tower",
     )
-    return parser.parse_args(argv)
+    add("--conv_type", default=d.conv_type, choices=list(CONV_TYPES), help=IGNORED_HELP)
+    add("--vis_save_path", default=d.vis_save_path, type=str, help=IGNORED_HELP)
+    add(
+        "--local-rank",
+        "--local_rank",
+        dest="local_rank",
+        default=d.local_rank,
+        type=int,
+        help=IGNORED_HELP,
+    )
+    return config_from_namespace(MergeConfig, parser.parse_args(argv))
 
 
-def merge(args: argparse.Namespace) -> Path:
-    for flag, path in (("--version", args.version), ("--weight", args.weight)):
+def model_settings(config: MergeConfig) -> ModelSettings:
+    return ModelSettings(
+        version=config.version,
+        vision_tower=local_path(config.vision_tower),
+        vision_pretrained=local_path(config.vision_pretrained, file=True),
+        use_mm_start_end=config.use_mm_start_end,
+        out_dim=config.out_dim,
+        image_size=config.image_size,
+        train_mask_decoder=config.train_mask_decoder,
+    )
+
+
+def lora_settings(config: MergeConfig) -> LoraSettings | None:
+    if config.lora_r <= 0:
+        return None
+    return LoraSettings(
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=tuple(config.lora_target_modules.split(",")),
+    )
+
+
+def merge(config: MergeConfig) -> Path:
+    """Build, load --weight, merge and save into --save_path (written whole or not at all).
+
+    Raises:
+        UsageError, CheckpointError, OutputDirError: one sentence naming the flag or file.
+    """
+    announce_ignored_flags(config.ignored_flags(), PROGRAM)
+    for flag, path in (("--version", config.version), ("--weight", config.weight)):
         if not Path(path).exists():
-            raise SystemExit(f"{flag}: {path} does not exist")
-    read_tensor_shapes(args.weight)  # a file that is no state dict: said before the model builds
+            raise UsageError(f"{flag}: {path} does not exist")
+    read_tensor_shapes(config.weight)  # a file that is no state dict: said before the model builds
     output = OutputFolder(
-        args.save_path,
+        config.save_path,
         flag="--save_path",
         inputs={
-            "--version": args.version,
-            "--weight": args.weight,
-            "--vision-tower": args.vision_tower,
-            "--vision_pretrained": args.vision_pretrained,
+            "--version": config.version,
+            "--weight": config.weight,
+            "--vision-tower": config.vision_tower,
+            "--vision_pretrained": config.vision_pretrained,
         },
-        overwrite=args.overwrite,
+        overwrite=config.overwrite,
     )
     output.claim()  # before the model is built: a refused output costs nothing
     with output:
-        lisa, state, tokenizer = merged_model(args)
+        lisa, state, tokenizer = merged_model(config)
         lisa.save_pretrained(output.staging, state_dict=state)
         tokenizer.save_pretrained(output.staging)
         output.commit()
     tower = (
         "included"
-        if args.include_vision_tower
-        else f"not included (load with --vision-tower={args.vision_tower})"
+        if config.include_vision_tower
+        else f"not included (load with --vision-tower={config.vision_tower})"
     )
-    print(f"saved {args.save_path} ({args.precision}, {len(state)} tensors); vision tower {tower}")
-    return Path(args.save_path)
+    print(
+        f"saved {config.save_path} ({config.precision}, {len(state)} tensors); vision tower {tower}"
+    )
+    return Path(config.save_path)
 
 
-def merged_model(args: argparse.Namespace):
+def merged_model(config: MergeConfig):
     """The merged LISA model, the state dict to save (the vision tower left out unless asked
     for) and the tokenizer."""
-    dtype = PRECISIONS[args.precision]
-    tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
-    model = build_lisa_from_flags(args, tokenizer, torch.float32)
-    if args.lora_r > 0:
-        targets = tuple(args.lora_target_modules.split(","))
-        model = apply_lora(
-            model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
-        )
+    tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
+    model = build_lisa_from_settings(model_settings(config), tokenizer, torch.float32)
+    lora = lora_settings(config)
+    if lora is not None:
+        model = apply_lora(model, lora)
+    load_trained_weights(model, config.weight)
+    if lora is not None:
+        model = model.merge_and_unload()
+    lisa = unwrap_lisa(model).to(PRECISIONS[config.precision])
+    lisa.config.vision_tower = config.vision_tower
+    state = lisa.state_dict()
+    if not config.include_vision_tower:
+        state = {k: v for k, v in state.items() if "vision_tower" not in k}
+    return lisa, state, tokenizer
 
-    state = load_state_dict_file(args.weight)
+
+def load_trained_weights(model: torch.nn.Module, weight: str) -> None:
+    """--weight into the model; every key must fit and the trained ones must all be there."""
+    state = load_state_dict_file(weight)
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
-        raise SystemExit(
-            f"--weight: {args.weight} has {len(unexpected)} keys this model lacks (e.g. {unexpected[:2]}); "
-            "check --lora_r / --lora_target_modules / --use_mm_start_end against the training run"
+        raise UsageError(
+            f"--weight: {weight} has {len(unexpected)} keys this model lacks "
+            f"(e.g. {unexpected[:2]}); check --lora_r / --lora_target_modules / "
+            "--use_mm_start_end against the training run"
         )
     # DeepSpeed may leave out frozen weights (--exclude_frozen_parameters); those come from --version.
     trained_missing = [
         k for k in missing if "lora_" in k or "text_hidden_fcs" in k or "mask_decoder" in k
     ]
     if trained_missing:
-        raise SystemExit(
-            f"--weight: {args.weight} lacks trained weights such as {trained_missing[:2]}"
-        )
-
-    if args.lora_r > 0:
-        model = model.merge_and_unload()
-    lisa = unwrap_lisa(model).to(dtype)
-    lisa.config.vision_tower = args.vision_tower
-    state = lisa.state_dict()
-    if not args.include_vision_tower:
-        state = {k: v for k, v in state.items() if "vision_tower" not in k}
-
-    return lisa, state, tokenizer
+        raise UsageError(f"--weight: {weight} lacks trained weights such as {trained_missing[:2]}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    config = parse_args(argv)
     quiet_libraries()
     try:
-        merge(args)
-    except OutputDirError as error:
-        print(f"merge: {error}", file=sys.stderr)
-        return 2
-    except CheckpointError as error:  # --weight, or a checkpoint file of --version
+        merge(config)
+    except (UsageError, OutputDirError, CheckpointError) as error:
+        # CheckpointError: --weight, or a checkpoint file of --version
         print(f"merge: {error}", file=sys.stderr)
         return 2
     return 0

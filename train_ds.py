@@ -10,18 +10,23 @@
 
 Runs on GPUs (NCCL) and on CPUs (gloo), with the `deepspeed` launcher, `torchrun`, or plain
 `python` (a world of one). Logs and checkpoints go to runs/<exp_name>/ (see utils/checkpointing).
+
+The file reads in the order a run goes: the flags (parsed once into utils.train_config.TrainConfig),
+the set-up (run folder and processes, data, model, engine), resuming, the training epochs (the
+Trainer and its one-micro-batch loss step), validation, checkpoints, and main() with them in order.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +34,11 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from model.builder import (
-    TRAINABLE_RECIPES,
     LoraSettings,
+    ModelSettings,
     apply_lora,
-    build_lisa_from_flags,
+    build_lisa_from_settings,
+    local_path,
     set_trainable,
     unwrap_lisa,
 )
@@ -50,17 +56,18 @@ from utils.checkpointing import (
 )
 from utils.collate import collate_fn
 from utils.console import quiet_libraries
-from utils.data import build_datasets
+from utils.data import HybridDataset, ValDataset, build_datasets
 from utils.data.bad_samples import MissingSourceError
-from utils.data.build import DataConfig, check_data_flags
-from utils.data.questions import parse_answer_templates
-from utils.deepspeed_config import (
-    build_deepspeed_config,
-    check_deepspeed_config,
-    load_deepspeed_config,
+from utils.deepspeed_config import build_deepspeed_config
+from utils.distributed import (
+    DistributedInfo,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    launcher_rank,
 )
-from utils.distributed import DistributedInfo, all_reduce_sum, barrier, init_distributed
 from utils.errors import UsageError
+from utils.ignored_flags import announce_ignored_flags
 from utils.metrics import (
     CUMULATIVE_EPSILON,
     intersection_and_union,
@@ -68,227 +75,224 @@ from utils.metrics import (
     mean_pairwise_cosine,
 )
 from utils.run_dir import check_run_dir, create_run_dir
-from utils.tokenization import load_tokenizer
+from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
+from utils.train_config import TrainConfig, parse_train_flags
 from utils.transforms import ClipTransform
 
 logger = logging.getLogger("train_ds")
+PROGRAM = "train_ds.py"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="LISA training and validation (DeepSpeed)")
-    on_off = argparse.BooleanOptionalAction
-    add = parser.add_argument
-    # --- the original's flags, same names and defaults ---
-    add("--local_rank", "--local-rank", default=0, type=int, help="set by the launcher; unused")
-    add(
-        "--version",
-        default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
-        help="LLaVA base (or a finished LISA checkpoint to continue from)",
-    )
-    add("--vis_save_path", default="./vis_output", type=str)
-    add(
-        "--precision",
-        default="bf16",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 on GPUs; on a CPU the run falls back to fp32",
-    )
-    add("--image_size", default=1024, type=int, help="SAM input side")
-    add("--model_max_length", default=512, type=int)
-    add("--lora_r", default=8, type=int, help="LoRA rank on the LLM; 0 trains no adapters")
-    add(
-        "--vision-tower",
-        "--vision_tower",
-        dest="vision_tower",
-        default="openai/clip-vit-large-patch14",
-    )
-    add("--load_in_8bit", action=on_off, default=False, help="not supported for training")
-    add("--load_in_4bit", action=on_off, default=False, help="not supported for training")
-    add("--dataset", default="sem_seg||refer_seg||vqa||reason_seg", type=str)
-    add("--sample_rates", default="9,3,3,1", type=str)
-    add("--sem_seg_data", default="ade20k||cocostuff||pascal_part||paco_lvis||mapillary", type=str)
-    add("--refer_seg_data", default="refclef||refcoco||refcoco+||refcocog", type=str)
-    add("--vqa_data", default="llava_instruct_150k", type=str)
-    add("--reason_seg_data", default="ReasonSeg|train", type=str)
-    add("--val_dataset", default="ReasonSeg|val", type=str)
-    add("--dataset_dir", default="./dataset", type=str)
-    add("--log_base_dir", default="./runs", type=str)
-    add(
-        "--exp_name",
-        default="lisa",
-        type=str,
-        help="the run folder is <log_base_dir>/<exp_name>: new, empty, or an earlier run's "
-        "(auto-resume continues it)",
-    )
-    add(
-        "--overwrite",
-        action=on_off,
-        default=False,
-        help="use a run folder that holds files no training run wrote: the run writes its own "
-        "files (lisa_run.json, ckpt_latest/, ckpt_model/, best.json, last_epoch.json, TensorBoard "
-        "events) beside them, and nothing else there is replaced or deleted",
-    )
-    add("--epochs", default=10, type=int)
-    add("--steps_per_epoch", default=500, type=int)
-    add("--batch_size", default=2, type=int, help="batch size per device per step")
-    add("--grad_accumulation_steps", default=10, type=int)
-    add("--val_batch_size", default=1, type=int)
-    add("--workers", default=4, type=int)
-    add("--lr", default=0.0003, type=float)
-    add("--ce_loss_weight", default=1.0, type=float)
-    add("--dice_loss_weight", default=0.5, type=float)
-    add("--bce_loss_weight", default=2.0, type=float)
-    add("--lora_alpha", default=16, type=int)
-    add("--lora_dropout", default=0.05, type=float)
-    add("--lora_target_modules", default="q_proj,v_proj", type=str)
-    add("--explanatory", default=0.1, type=float)
-    add("--beta1", default=0.9, type=float)
-    add("--beta2", default=0.95, type=float)
-    add("--num_classes_per_sample", default=3, type=int)
-    add("--exclude_val", action=on_off, default=False)
-    add("--no_eval", action=on_off, default=False)
-    add("--eval_only", action=on_off, default=False)
-    add("--vision_pretrained", default="PATH_TO_SAM_ViT-H", type=str)
-    add("--out_dim", default=256, type=int)
-    add("--resume", default="", type=str, help="a checkpoint folder (ckpt_latest / ckpt_model)")
-    add("--print_freq", default=1, type=int)
-    add("--start_epoch", default=0, type=int)
-    add("--gradient_checkpointing", action=on_off, default=True)
-    add("--train_mask_decoder", action=on_off, default=True)
-    add("--use_mm_start_end", action=on_off, default=True)
-    add("--auto_resume", action=on_off, default=True)
-    add("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
-    # --- added ---
-    add(
-        "--weight",
-        default="",
-        type=str,
-        help="a state dict (e.g. the pytorch_model.bin from zero_to_fp32.py) loaded before training or --eval_only",
-    )
-    add("--seed", default=0, type=int)
-    add("--zero_stage", default=2, type=int, choices=[2, 3])
-    add(
-        "--trainable",
-        default="lisa",
-        choices=list(TRAINABLE_RECIPES),
-        help="lisa: the original's (LoRA, lm_head, embeddings, mask decoder, text_hidden_fcs); "
-        "all: every parameter, for a model trained from scratch; heads: lm_head, "
-        "text_hidden_fcs and the mask decoder only (the LLM, embeddings and CLIP frozen)",
-    )
-    add(
-        "--answer_templates",
-        default="",
-        type=str,
-        help="answers of the segmentation questions, joined by '||', each with one [SEG] "
-        "(default: the original's five, e.g. 'Sure, it is [SEG].')",
-    )
-    add(
-        "--deepspeed_config",
-        default="",
-        type=str,
-        help="a DeepSpeed json used instead of the generated one",
-    )
-    add(
-        "--save_steps",
-        default=0,
-        type=int,
-        help="also write ckpt_latest every N optimizer steps (0: only at the end of each epoch)",
-    )
-    return parser.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The command line as a :class:`TrainConfig` (the flags are listed in utils.train_config)."""
+    return parse_train_flags(argv)
 
 
-def check_args(args: argparse.Namespace) -> dict | None:
-    """Every flag and input file, before anything is built; one sentence per mistake.
+class LossNotFiniteError(RuntimeError):
+    """The training loss became NaN or infinite; the message says at which step."""
 
-    Returns the user's DeepSpeed config (--deepspeed_config) when one is given.
 
-    Raises:
-        UsageError: the flag or file and what was expected.
-    """
-    if args.load_in_8bit or args.load_in_4bit:
-        raise UsageError(
-            "--load_in_8bit / --load_in_4bit are for inference (chat.py); train in bf16, fp16 or fp32"
-        )
-    _check_numbers(args)
-    _check_paths(args)
-    if args.eval_only and args.no_eval:
-        raise UsageError("--eval_only and --no_eval exclude each other")
-    try:
-        parse_answer_templates(args.answer_templates)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    check_data_flags(DataConfig.from_args(args), training=not args.eval_only)
-    if not args.deepspeed_config:
+# ------------------------------------------------------------------------------------------------
+# Set-up: run folder and processes, data, model, engine
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of a run shares."""
+
+    config: TrainConfig
+    info: DistributedInfo  # rank, world size, device
+    dtype: torch.dtype  # the dtype the model computes in
+    precision: str  # its name: "fp32" on a CPU whatever --precision asked for
+    log_dir: Path  # <log_base_dir>/<exp_name>
+
+
+def run_folder(config: TrainConfig) -> Path:
+    """<log_base_dir>/<exp_name>, checked before anything is built (see utils.run_dir)."""
+    log_dir = Path(config.log_base_dir) / config.exp_name
+    inputs = {
+        "--version": config.version,
+        "--vision-tower": config.vision_tower,
+        "--dataset_dir": config.dataset_dir,
+        "--weight": config.weight,
+        "--vision_pretrained": config.vision_pretrained,
+    }
+    check_run_dir(log_dir, inputs, overwrite=config.overwrite)
+    return log_dir
+
+
+def start_run(config: TrainConfig) -> RunContext:
+    """Check the run folder, join the processes, seed, and create the folder (main process)."""
+    log_dir = run_folder(config)
+    info = init_distributed(config.local_rank)
+    torch.manual_seed(config.seed)
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    dtype, precision = run_precision(config.precision, info.device)
+    if info.is_main:
+        create_run_dir(log_dir)
+    return RunContext(config, info, dtype, precision, log_dir)
+
+
+def run_precision(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype the model computes in and its name (fp32 on a CPU, whatever was asked)."""
+    dtype = resolve_dtype(precision, device)
+    return dtype, "fp32" if dtype == torch.float32 else precision
+
+
+def build_data(run: RunContext) -> tuple[HybridDataset, list[ValDataset]]:
+    """The training mixture (endless; an epoch's worth of samples per epoch) and the validation
+    sets (none with --no_eval)."""
+    config = run.config
+    samples_per_epoch = (
+        config.batch_size
+        * config.grad_accumulation_steps
+        * config.steps_per_epoch
+        * run.info.world_size
+    )
+    return build_datasets(
+        config.data_config(),
+        clip_transform=clip_transform_for(config, base_tower_path(config.version)),
+        samples_per_epoch=samples_per_epoch,
+        with_validation=not config.no_eval,
+    )
+
+
+def model_settings(config: TrainConfig) -> ModelSettings:
+    return ModelSettings(
+        version=config.version,
+        vision_tower=local_path(config.vision_tower),
+        vision_pretrained=local_path(config.vision_pretrained, file=True),
+        use_mm_start_end=config.use_mm_start_end,
+        out_dim=config.out_dim,
+        image_size=config.image_size,
+        train_mask_decoder=config.train_mask_decoder,
+        loss_weights=(config.ce_loss_weight, config.dice_loss_weight, config.bce_loss_weight),
+    )
+
+
+def lora_settings(config: TrainConfig) -> LoraSettings | None:
+    """The LoRA adapters of the "lisa" recipe; None without adapters."""
+    if not config.with_lora:
         return None
-    return check_deepspeed_config(
-        load_deepspeed_config(args.deepspeed_config),
-        args.deepspeed_config,
-        micro_batch_size=args.batch_size,
-        grad_accumulation_steps=args.grad_accumulation_steps,
+    return LoraSettings(
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_targets(),
     )
 
 
-POSITIVE_INTS = (
-    "epochs",
-    "steps_per_epoch",
-    "batch_size",
-    "grad_accumulation_steps",
-    "val_batch_size",
-    "model_max_length",
-    "out_dim",
-    "print_freq",
-)
-NON_NEGATIVE_INTS = ("workers", "lora_r", "save_steps", "start_epoch")
-NON_NEGATIVE_FLOATS = ("lr", "ce_loss_weight", "dice_loss_weight", "bce_loss_weight")
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    for name in POSITIVE_INTS:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
-    for name in NON_NEGATIVE_INTS:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name} must be 0 or more, got {getattr(args, name)}")
-    for name in NON_NEGATIVE_FLOATS:
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"--{name} must be a finite number >= 0, got {value}")
-    for name in ("beta1", "beta2", "lora_dropout"):
-        if not 0.0 <= getattr(args, name) < 1.0:
-            raise UsageError(f"--{name} must be within [0, 1), got {getattr(args, name)}")
-    if args.lora_r > 0 and args.trainable == "lisa":
-        if args.lora_alpha <= 0:
-            raise UsageError(f"--lora_alpha must be positive, got {args.lora_alpha}")
-        if not [name for name in args.lora_target_modules.split(",") if name.strip()]:
-            raise UsageError("--lora_target_modules is empty (e.g. q_proj,v_proj)")
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    if not Path(args.version).is_dir():
-        raise UsageError(
-            f"--version: {args.version} is not a local directory (a LLaVA base or a LISA checkpoint)"
+def build_model(
+    config: TrainConfig, dtype: torch.dtype
+) -> tuple[torch.nn.Module, LegacyLlamaTokenizer]:
+    """LISA with its adapters and trainable parameters chosen, --weight loaded; its tokenizer."""
+    tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
+    model = build_lisa_from_settings(model_settings(config), tokenizer, dtype)
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
         )
-    if not (Path(args.version) / "config.json").is_file():
-        raise UsageError(f"--version: {args.version} has no config.json")
-    if args.vision_pretrained != "PATH_TO_SAM_ViT-H" and not Path(args.vision_pretrained).is_file():
-        raise UsageError(
-            f"--vision_pretrained: {args.vision_pretrained} is not a file (e.g. sam_vit_h_4b8939.pth)"
+    lora = lora_settings(config)
+    if lora is not None:
+        model = apply_lora(model, lora)
+    elif config.lora_r > 0:
+        logger.info("--trainable %s uses no LoRA adapters (--lora_r ignored)", config.trainable)
+    trainable = set_trainable(model, config.trainable, train_mask_decoder=config.train_mask_decoder)
+    if config.weight:
+        load_weights(model, config.weight)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
+    return model, tokenizer
+
+
+def make_collate(config: TrainConfig, tokenizer: LegacyLlamaTokenizer, model: torch.nn.Module):
+    """The batching function of both loaders: prompts built, tokenised and padded."""
+    return partial(
+        collate_fn,
+        tokenizer=tokenizer,
+        conv_type=config.conv_type,
+        use_mm_start_end=config.use_mm_start_end,
+        model_max_length=config.model_max_length,
+        num_image_tokens=unwrap_lisa(model).model.num_image_tokens,
+    )
+
+
+def validation_loaders(
+    config: TrainConfig, datasets: list[ValDataset], collate, info: DistributedInfo
+) -> dict[str, DataLoader]:
+    """One loader per --val_dataset name (none with --no_eval); each rank takes every
+    world_size-th sample (no padding duplicates)."""
+    if not datasets:
+        return {}
+    return {
+        name: DataLoader(
+            dataset,
+            batch_size=config.val_batch_size,
+            sampler=list(range(info.rank, len(dataset), info.world_size)),
+            num_workers=config.workers,
+            collate_fn=collate,
         )
-    if args.weight:
-        check_state_dict_file(args.weight, "--weight")
+        for name, dataset in zip(config.val_dataset.split("||"), datasets, strict=True)
+    }
 
 
-def check_state_dict_file(path: str, flag: str) -> None:
-    """A readable file of named tensors (safetensors, or a torch file of a dict of tensors)."""
-    from model.checkpoint_files import CheckpointError, read_tensor_shapes
+def training_batches(
+    run: RunContext, dataset: HybridDataset, collate, global_step: int
+) -> Iterator[dict]:
+    """This rank's micro-batches from ``global_step`` onward (the same data a run that was
+    never interrupted sees)."""
+    config, info = run.config, run.info
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=MicroBatchSampler(
+            global_step * config.grad_accumulation_steps,
+            info.rank,
+            info.world_size,
+            config.batch_size,
+        ),
+        num_workers=config.workers,
+        collate_fn=collate,
+        persistent_workers=config.workers > 0,
+    )
+    return iter(loader)
 
-    if not Path(path).is_file():
-        raise UsageError(f"{flag}: {path} is not a file")
-    try:
-        shapes = read_tensor_shapes(path)
-    except CheckpointError as error:
-        raise UsageError(f"{flag}: {error}") from None
-    if not shapes:
-        raise UsageError(f"{flag}: {path} holds no tensors")
+
+def deepspeed_config_for(run: RunContext) -> dict[str, Any]:
+    """--deepspeed_config, else the generated one (no optimizer on a CPU: see build_engine)."""
+    config = run.config
+    user_config = config.user_deepspeed_config()
+    if user_config is not None:
+        return user_config
+    return build_deepspeed_config(
+        micro_batch_size=config.batch_size,
+        grad_accumulation_steps=config.grad_accumulation_steps,
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        total_steps=config.epochs * config.steps_per_epoch,
+        precision=run.precision,
+        zero_stage=config.zero_stage,
+        with_optimizer=run.info.device.type != "cpu",
+    )
+
+
+def build_engine(run: RunContext, model: torch.nn.Module) -> tuple[Any, Any]:
+    """The DeepSpeed engine over the trainable parameters, and its learning-rate scheduler."""
+    import deepspeed
+
+    config = run.config
+    ds_config = deepspeed_config_for(run)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    client_optimizer = None
+    if "optimizer" not in ds_config:  # torch's AdamW: no extension to compile on a CPU
+        client_optimizer = torch.optim.AdamW(
+            parameters, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=0.0
+        )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=parameters, optimizer=client_optimizer, config=ds_config
+    )
+    return engine, scheduler
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,19 +334,181 @@ def base_tower_path(version: str) -> str | None:
         ) from None
 
 
-def clip_transform_for(args: argparse.Namespace, tower_path: str | None) -> ClipTransform:
+def clip_transform_for(config: TrainConfig, tower_path: str | None) -> ClipTransform:
     """CLIP preprocessing from the vision tower directory (--vision-tower, else the base's config)."""
-    for candidate in (args.vision_tower, tower_path):
+    for candidate in (config.vision_tower, tower_path):
         if candidate and (Path(candidate) / "preprocessor_config.json").is_file():
             return ClipTransform.from_pretrained(candidate)
     raise UsageError(
-        f"--vision-tower: no preprocessor_config.json in {args.vision_tower} or {tower_path}; "
+        f"--vision-tower: no preprocessor_config.json in {config.vision_tower} or {tower_path}; "
         "pass the local CLIP directory"
     )
 
 
 # ------------------------------------------------------------------------------------------------
-# Loops
+# Resuming
+
+
+@dataclass
+class Progress:
+    """Where training stands; every checkpoint saves it, with the random state."""
+
+    global_step: int = 0  # optimizer steps done
+    best: dict = field(default_factory=lambda: {"giou": -1.0, "ciou": 0.0, "epoch": -1})
+    rng: torch.Tensor | None = None  # the random state a resumed run continues from
+
+
+def resume_progress(run: RunContext, engine, settings: dict) -> Progress:
+    """Repair what a kill left, then load the checkpoint to continue from (--resume, else the run
+    folder's latest complete one with --auto_resume), or start at --start_epoch."""
+    config, info = run.config, run.info
+    if info.is_main and not config.eval_only:  # a kill while saving left something to repair
+        for line in finish_interrupted_saves(run.log_dir):
+            print(line)
+    barrier()
+    resume, skipped = choose_resume_checkpoint(
+        run.log_dir, config.resume, config.auto_resume and not config.eval_only
+    )
+    if resume is None:
+        return Progress(global_step=config.start_epoch * config.steps_per_epoch)
+    warning = check_resume_settings(resume, settings)
+    if info.is_main:
+        for line in [*skipped, warning] if warning else skipped:
+            print(line)
+    client_state = load_resume_checkpoint(engine, resume)
+    progress = Progress(int(client_state.get("global_step", 0)), rng=client_state.get("rng"))
+    progress.best = client_state.get("best", progress.best)
+    logger.info(
+        "resumed from %s at step %d (epoch %d)",
+        resume,
+        progress.global_step,
+        progress.global_step // config.steps_per_epoch,
+    )
+    return progress
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Trainer:
+    """The built run: the engine and the data every epoch uses, and where training stands."""
+
+    run: RunContext
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any  # its learning-rate scheduler (None with a user config that has none)
+    train_dataset: HybridDataset
+    batches: Iterator[dict]  # this rank's micro-batches, endless
+    val_loaders: dict[str, DataLoader]
+    writer: Any  # TensorBoard's SummaryWriter on the main process, else None
+    settings: dict  # what checkpoints are saved with (see checkpoint_settings)
+    progress: Progress
+
+    def fit(self) -> None:
+        config = self.run.config
+        for epoch in range(self.progress.global_step // config.steps_per_epoch, config.epochs):
+            self.train_epoch(epoch)
+            self.end_epoch(epoch)
+
+    def train_epoch(self, epoch: int) -> None:
+        """The epoch's remaining optimizer steps, each of --grad_accumulation_steps micro-batches."""
+        config, info = self.run.config, self.run.info
+        self.engine.train()
+        meters = StepMeters()
+        first_step = self.progress.global_step - epoch * config.steps_per_epoch
+        steps = tqdm(
+            range(first_step, config.steps_per_epoch),
+            desc=f"epoch {epoch}",
+            disable=not show_progress(info),
+            initial=first_step,
+            total=config.steps_per_epoch,
+        )
+        for step_in_epoch in steps:
+            step_start = time.perf_counter()
+            for _ in range(config.grad_accumulation_steps):
+                data_start = time.perf_counter()
+                batch = next(self.batches)
+                meters.data_seconds.update(time.perf_counter() - data_start)
+                meters.add_losses(self.loss_step(batch))
+            meters.step_seconds.update(time.perf_counter() - step_start)
+            self.progress.global_step += 1
+            check_finite(meters.losses["loss"].mean, self.progress.global_step)
+            if self.progress.global_step % config.print_freq == 0:
+                self.log(meters, f"epoch {epoch} step {step_in_epoch + 1}/{config.steps_per_epoch}")
+                meters = StepMeters()
+            if self.saves_within_epoch(step_in_epoch):
+                self.save(best_metrics=None)
+
+    def loss_step(self, batch: dict):
+        """One micro-batch: forward, backward, and the engine's step (it updates the weights at
+        the end of each accumulation)."""
+        info, dtype = self.run.info, self.run.dtype
+        output = self.engine(batch.to(info.device, dtype))
+        self.engine.backward(output.loss)
+        self.engine.step()
+        return output
+
+    def log(self, meters: StepMeters, where: str) -> None:
+        if self.run.info.is_main:
+            scheduler = self.scheduler
+            lr = scheduler.get_last_lr()[0] if scheduler is not None else self.run.config.lr
+            skipped = self.train_dataset.skips.total()
+            meters.log(self.writer, lr, skipped, self.progress.global_step, where)
+
+    def saves_within_epoch(self, step_in_epoch: int) -> bool:
+        """--save_steps: a checkpoint every N steps, except at an epoch's end (saved there)."""
+        save_steps = self.run.config.save_steps
+        return (
+            save_steps > 0
+            and self.progress.global_step % save_steps == 0
+            and step_in_epoch + 1 < self.run.config.steps_per_epoch
+        )
+
+    def end_epoch(self, epoch: int) -> None:
+        """Validate, checkpoint, and promote the checkpoint to ckpt_model when it is the best."""
+        run, progress = self.run, self.progress
+        metrics: dict = {"epoch": epoch}
+        if self.val_loaders:
+            metrics.update(
+                validate_all(self.engine, self.val_loaders, run.info, run.dtype, self.writer, epoch)
+            )
+        if run.info.is_main and self.train_dataset.skip_counts():
+            print(f"skipped training samples so far: {self.train_dataset.skip_counts()}")
+        is_best = not self.val_loaders or metrics["giou"] > progress.best["giou"]
+        if is_best and self.val_loaders:
+            progress.best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "epoch": epoch}
+        self.save(best_metrics=metrics if is_best else None)  # ckpt_model is made from it next
+        if is_best:
+            promoted = promote_to_best(run.log_dir, metrics, run.info.is_main)
+            announce_checkpoint(promoted, progress.global_step, run.info)
+        if run.info.is_main:
+            write_json_atomic(run.log_dir / "last_epoch.json", metrics)
+
+    def save(self, best_metrics: dict | None) -> None:
+        """ckpt_latest, with what resuming needs and what the checkpoint is checked against."""
+        global_step = self.progress.global_step
+        record = {
+            "global_step": global_step,
+            "best_metrics": best_metrics,
+            "settings": self.settings,
+        }
+        client_state = client_state_of(global_step, self.progress.best)
+        path = save_checkpoint(
+            self.engine, self.run.log_dir, client_state, self.run.info.is_main, record
+        )
+        announce_checkpoint(path, global_step, self.run.info)
+
+
+def check_finite(loss: float, global_step: int) -> None:
+    if not math.isfinite(loss):
+        raise LossNotFiniteError(
+            f"the loss became {loss} at step {global_step}; lower --lr or check the data"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Logging and validation
 
 
 class RunningMean:
@@ -454,248 +620,8 @@ def validate_all(
     return {"giou": giou, "ciou": ciou}
 
 
-def run_folder(args: argparse.Namespace) -> Path:
-    """<log_base_dir>/<exp_name>, checked before anything is built (see utils.run_dir)."""
-    log_dir = Path(args.log_base_dir) / args.exp_name
-    inputs = {
-        "--version": args.version,
-        "--vision-tower": args.vision_tower,
-        "--dataset_dir": args.dataset_dir,
-        "--weight": args.weight,
-        "--vision_pretrained": args.vision_pretrained,
-    }
-    check_run_dir(log_dir, inputs, overwrite=args.overwrite)
-    return log_dir
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    quiet_libraries(logging.INFO)
-    user_ds_config = check_args(args)
-    log_dir = run_folder(args)
-    info = init_distributed()
-    torch.manual_seed(args.seed)
-    if not info.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    precision = args.precision
-    dtype = resolve_dtype(precision, info.device)
-    if dtype == torch.float32:
-        precision = "fp32"
-    if info.is_main:
-        create_run_dir(log_dir)
-
-    # --- data (before the model: a data mistake costs no model build) ---
-    samples_per_epoch = (
-        args.batch_size * args.grad_accumulation_steps * args.steps_per_epoch * info.world_size
-    )
-    train_dataset, val_datasets = build_datasets(
-        args,
-        clip_transform=clip_transform_for(args, base_tower_path(args.version)),
-        samples_per_epoch=samples_per_epoch,
-        with_validation=not args.no_eval,
-    )
-    # --- model ---
-    tokenizer = load_tokenizer(args.version, model_max_length=args.model_max_length)
-    model = build_lisa_from_flags(args, tokenizer, dtype)
-    if args.gradient_checkpointing:
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
-    if args.trainable == "lisa" and args.lora_r > 0:
-        targets = tuple(args.lora_target_modules.split(","))
-        model = apply_lora(
-            model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets)
-        )
-    elif args.lora_r > 0:
-        logger.info("--trainable %s uses no LoRA adapters (--lora_r ignored)", args.trainable)
-    trainable = set_trainable(model, args.trainable)
-    if args.weight:
-        load_weights(model, args.weight)
-    lisa = unwrap_lisa(model)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
-
-    collate = partial(
-        collate_fn,
-        tokenizer=tokenizer,
-        conv_type=args.conv_type,
-        use_mm_start_end=args.use_mm_start_end,
-        model_max_length=args.model_max_length,
-        num_image_tokens=lisa.model.num_image_tokens,
-    )
-    val_loaders = (
-        {
-            name: DataLoader(
-                dataset,
-                batch_size=args.val_batch_size,
-                sampler=list(
-                    range(info.rank, len(dataset), info.world_size)
-                ),  # no padding duplicates
-                num_workers=args.workers,
-                collate_fn=collate,
-            )
-            for name, dataset in zip(args.val_dataset.split("||"), val_datasets, strict=True)
-        }
-        if val_datasets
-        else {}
-    )
-
-    # --- engine ---
-    import deepspeed
-
-    total_steps = args.epochs * args.steps_per_epoch
-    on_cpu = info.device.type == "cpu"
-    if user_ds_config is not None:
-        ds_config = user_ds_config
-    else:
-        ds_config = build_deepspeed_config(
-            micro_batch_size=args.batch_size,
-            grad_accumulation_steps=args.grad_accumulation_steps,
-            lr=args.lr,
-            betas=(args.beta1, args.beta2),
-            total_steps=total_steps,
-            precision=precision,
-            zero_stage=args.zero_stage,
-            with_optimizer=not on_cpu,
-        )
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    client_optimizer = None
-    if "optimizer" not in ds_config:  # torch's AdamW: no extension to compile on a CPU
-        client_optimizer = torch.optim.AdamW(
-            parameters, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=0.0
-        )
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=parameters, optimizer=client_optimizer, config=ds_config
-    )
-
-    # --- resume ---
-    global_step, best, resumed_rng = 0, {"giou": -1.0, "ciou": 0.0, "epoch": -1}, None
-    settings = checkpoint_settings(args, info, engine, precision)
-    if info.is_main and not args.eval_only:  # a kill while saving left something to repair
-        for line in finish_interrupted_saves(log_dir):
-            print(line)
-    barrier()
-    resume, skipped = choose_resume_checkpoint(
-        log_dir, args.resume, args.auto_resume and not args.eval_only
-    )
-    if resume is not None:
-        warning = check_resume_settings(resume, settings)
-        if info.is_main:
-            for line in [*skipped, warning] if warning else skipped:
-                print(line)
-        client_state = load_resume_checkpoint(engine, resume)
-        global_step = int(client_state.get("global_step", 0))
-        best = client_state.get("best", best)
-        resumed_rng = client_state.get("rng")
-        logger.info(
-            "resumed from %s at step %d (epoch %d)",
-            resume,
-            global_step,
-            global_step // args.steps_per_epoch,
-        )
-    elif args.start_epoch:
-        global_step = args.start_epoch * args.steps_per_epoch
-
-    writer = None
-    if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(log_dir))
-
-    if args.eval_only:
-        validate_all(engine, val_loaders, info, dtype, writer, epoch=0)
-        if writer is not None:
-            writer.close()
-        return
-
-    train_loader = DataLoader(
-        train_dataset,
-        batch_size=args.batch_size,
-        sampler=MicroBatchSampler(
-            global_step * args.grad_accumulation_steps, info.rank, info.world_size, args.batch_size
-        ),
-        num_workers=args.workers,
-        collate_fn=collate,
-        persistent_workers=args.workers > 0,
-    )
-    train_iter = iter(train_loader)  # draws a seed from the RNG: restore the RNG after this
-    if resumed_rng is not None:  # dropout draws continue as if never interrupted
-        torch.set_rng_state(resumed_rng)
-    if info.is_main:
-        print(
-            f"training {args.epochs} epochs x {args.steps_per_epoch} steps on {info.world_size} process(es), "
-            f"{sum(len(d) for d in val_datasets)} validation samples"
-        )
-
-    for epoch in range(global_step // args.steps_per_epoch, args.epochs):
-        engine.train()
-        meters = StepMeters()
-        first_step = global_step - epoch * args.steps_per_epoch
-        progress = tqdm(
-            range(first_step, args.steps_per_epoch),
-            desc=f"epoch {epoch}",
-            disable=not show_progress(info),
-            initial=first_step,
-            total=args.steps_per_epoch,
-        )
-        for step_in_epoch in progress:
-            step_start = time.perf_counter()
-            for _ in range(args.grad_accumulation_steps):
-                data_start = time.perf_counter()
-                batch = next(train_iter)
-                meters.data_seconds.update(time.perf_counter() - data_start)
-                output = engine(batch.to(info.device, dtype))
-                engine.backward(output.loss)
-                engine.step()
-                meters.add_losses(output)
-            meters.step_seconds.update(time.perf_counter() - step_start)
-            global_step += 1
-            if not math.isfinite(meters.losses["loss"].mean):
-                raise SystemExit(
-                    f"the loss became {meters.losses['loss'].mean} at step {global_step}; "
-                    "lower --lr or check the data"
-                )
-            if global_step % args.print_freq == 0:
-                if info.is_main:
-                    lr = scheduler.get_last_lr()[0] if scheduler is not None else args.lr
-                    where = f"epoch {epoch} step {step_in_epoch + 1}/{args.steps_per_epoch}"
-                    meters.log(writer, lr, train_dataset.skips.total(), global_step, where)
-                meters = StepMeters()
-            if (
-                args.save_steps
-                and global_step % args.save_steps == 0
-                and step_in_epoch + 1 < args.steps_per_epoch
-            ):
-                record = {"global_step": global_step, "best_metrics": None, "settings": settings}
-                path = save_checkpoint(
-                    engine, log_dir, client_state_of(global_step, best), info.is_main, record
-                )
-                announce_checkpoint(path, global_step, info)
-
-        metrics = {"epoch": epoch}
-        if val_loaders:
-            metrics.update(validate_all(engine, val_loaders, info, dtype, writer, epoch))
-        if info.is_main and train_dataset.skip_counts():
-            print(f"skipped training samples so far: {train_dataset.skip_counts()}")
-        is_best = not val_loaders or metrics["giou"] > best["giou"]
-        if is_best and val_loaders:
-            best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "epoch": epoch}
-        record = {
-            "global_step": global_step,
-            "best_metrics": metrics if is_best else None,  # ckpt_model is made from it next
-            "settings": settings,
-        }
-        path = save_checkpoint(
-            engine, log_dir, client_state_of(global_step, best), info.is_main, record
-        )
-        announce_checkpoint(path, global_step, info)
-        if is_best:
-            announce_checkpoint(promote_to_best(log_dir, metrics, info.is_main), global_step, info)
-        if info.is_main:
-            write_json_atomic(log_dir / "last_epoch.json", metrics)
-    if writer is not None:
-        writer.close()
-    barrier()
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
 
 
 def client_state_of(global_step: int, best: dict) -> dict:
@@ -703,27 +629,27 @@ def client_state_of(global_step: int, best: dict) -> dict:
     return {"global_step": global_step, "best": best, "rng": torch.get_rng_state()}
 
 
-def checkpoint_settings(args: argparse.Namespace, info, engine, precision: str) -> dict:
+def checkpoint_settings(config: TrainConfig, info, engine, precision: str) -> dict:
     """What this run's checkpoints are saved with and checked against on resume (see
     utils.checkpointing.MUST_MATCH / SHOULD_MATCH): the flags that decide the tensors and their
     split among processes, the schedule, and every parameter's shape and whether it trains."""
-    with_lora = args.trainable == "lisa" and args.lora_r > 0
+    with_lora = config.with_lora
     return {
         "world_size": info.world_size,
         "zero_stage": int(engine.zero_optimization_stage()),
-        "trainable": args.trainable,
-        "lora_r": args.lora_r if with_lora else 0,
-        "lora_alpha": args.lora_alpha if with_lora else None,
-        "lora_target_modules": args.lora_target_modules if with_lora else None,
-        "lora_dropout": args.lora_dropout if with_lora else None,
-        "out_dim": args.out_dim,
-        "image_size": args.image_size,
+        "trainable": config.trainable,
+        "lora_r": config.lora_r if with_lora else 0,
+        "lora_alpha": config.lora_alpha if with_lora else None,
+        "lora_target_modules": config.lora_target_modules if with_lora else None,
+        "lora_dropout": config.lora_dropout if with_lora else None,
+        "out_dim": config.out_dim,
+        "image_size": config.image_size,
         "precision": precision,
-        "batch_size": args.batch_size,
-        "grad_accumulation_steps": args.grad_accumulation_steps,
-        "steps_per_epoch": args.steps_per_epoch,
-        "lr": args.lr,
-        "seed": args.seed,
+        "batch_size": config.batch_size,
+        "grad_accumulation_steps": config.grad_accumulation_steps,
+        "steps_per_epoch": config.steps_per_epoch,
+        "lr": config.lr,
+        "seed": config.seed,
         "parameters": {  # under ZeRO-3 a parameter's own shape is that of its local shard
             name: [list(getattr(parameter, "ds_shape", parameter.shape)), parameter.requires_grad]
             for name, parameter in engine.module.named_parameters()
@@ -757,6 +683,62 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------------------
+# The recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    quiet_libraries(logging.INFO)
+    if launcher_rank() == 0:
+        announce_ignored_flags(config.ignored_flags(), PROGRAM)
+    config.validate()
+    run = start_run(config)
+    # the data before the model: a data mistake costs no model build
+    train_dataset, val_datasets = build_data(run)
+    model, tokenizer = build_model(config, run.dtype)
+    collate = make_collate(config, tokenizer, model)
+    val_loaders = validation_loaders(config, val_datasets, collate, run.info)
+    engine, scheduler = build_engine(run, model)
+    settings = checkpoint_settings(config, run.info, engine, run.precision)
+    progress = resume_progress(run, engine, settings)
+    writer = open_writer(run)
+    if config.eval_only:
+        validate_all(engine, val_loaders, run.info, run.dtype, writer, epoch=0)
+    else:
+        batches = training_batches(run, train_dataset, collate, progress.global_step)
+        if progress.rng is not None:  # after the loader drew its seed: dropout continues exactly
+            torch.set_rng_state(progress.rng)
+        announce_training(run, val_datasets)
+        trainer = Trainer(
+            run, engine, scheduler, train_dataset, batches, val_loaders, writer, settings, progress
+        )
+        trainer.fit()
+    if writer is not None:
+        writer.close()
+    if not config.eval_only:
+        barrier()
+
+
+def open_writer(run: RunContext):
+    """TensorBoard's writer into the run folder, on the main process only."""
+    if not run.info.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run.log_dir))
+
+
+def announce_training(run: RunContext, val_datasets: list[ValDataset]) -> None:
+    if run.info.is_main:
+        config = run.config
+        print(
+            f"training {config.epochs} epochs x {config.steps_per_epoch} steps on "
+            f"{run.info.world_size} process(es), "
+            f"{sum(len(d) for d in val_datasets)} validation samples"
+        )
+
+
 def run(argv: list[str] | None = None) -> int:
     """main() with a user's mistake shown as one line (exit status 2), never a traceback."""
     try:
@@ -768,6 +750,9 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except CheckpointSpaceError as error:
         print(f"train_ds.py: {error.strerror}", file=sys.stderr)
+        return 1
+    except LossNotFiniteError as error:
+        print(f"train_ds.py: {error}", file=sys.stderr)
         return 1
     return 0
 

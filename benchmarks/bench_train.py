@@ -38,47 +38,35 @@ def child(argv: list[str], steps: int) -> dict:
     from torch.utils.data import DataLoader
 
     import train_ds
-    from model.builder import (
-        LoraSettings,
-        apply_lora,
-        build_lisa_from_flags,
-        set_trainable,
-        unwrap_lisa,
-    )
+    from model.builder import unwrap_lisa
     from utils.collate import collate_fn
     from utils.data import build_datasets
     from utils.deepspeed_config import build_deepspeed_config
     from utils.distributed import init_distributed
-    from utils.tokenization import load_tokenizer
 
-    args = train_ds.parse_args(argv)
+    config = train_ds.parse_args(argv)
     info = init_distributed()
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(args.version)
-    model = build_lisa_from_flags(args, tokenizer, torch.float32)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if args.lora_r > 0:
-        model = apply_lora(model, LoraSettings(r=args.lora_r))
-    set_trainable(model, args.trainable)
+    model, tokenizer = train_ds.build_model(config, torch.float32)
     lisa = unwrap_lisa(model)
     train_set, _ = build_datasets(
-        args,
-        clip_transform=train_ds.clip_transform_for(args, lisa.config.vision_tower_path),
+        config.data_config(),
+        clip_transform=train_ds.clip_transform_for(config, lisa.config.vision_tower_path),
         samples_per_epoch=10_000,
         with_validation=False,
     )
     loader = DataLoader(
         train_set,
-        batch_size=args.batch_size,
-        sampler=train_ds.MicroBatchSampler(0, 0, 1, args.batch_size),
+        batch_size=config.batch_size,
+        sampler=train_ds.MicroBatchSampler(0, 0, 1, config.batch_size),
         num_workers=0,
         collate_fn=partial(
             collate_fn, tokenizer=tokenizer, num_image_tokens=lisa.model.num_image_tokens
         ),
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
-    config = build_deepspeed_config(
-        micro_batch_size=args.batch_size,
+    ds_config = build_deepspeed_config(
+        micro_batch_size=config.batch_size,
         grad_accumulation_steps=1,
         lr=3e-4,
         betas=(0.9, 0.95),
@@ -88,7 +76,7 @@ def child(argv: list[str], steps: int) -> dict:
     )
     optimizer = torch.optim.AdamW(parameters, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
     engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=parameters, optimizer=optimizer, config=config
+        model=model, model_parameters=parameters, optimizer=optimizer, config=ds_config
     )
     engine.train()
     batches = iter(loader)

@@ -25,6 +25,7 @@ from model.LISA import (
 from model.segment_anything import load_sam_checkpoint
 from utils.errors import UsageError
 from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens
+from utils.train_config import TRAINABLE_RECIPES
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +33,38 @@ logger = logging.getLogger(__name__)
 NON_LLM_MODULES = ("visual_model", "vision_tower", "mm_projector", "text_hidden_fcs")
 # Trained in full under the original recipe (besides the LoRA adapters).
 LISA_FULLY_TRAINED = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
-TRAINABLE_RECIPES = ("lisa", "all", "heads")
 # Trained under "heads": the outputs of a frozen LLM (its lm_head, for saying [SEG]) and SAM's side.
 HEADS_TRAINED = ("lm_head", "mask_decoder", "text_hidden_fcs")
+MASK_DECODER = "visual_model.mask_decoder."  # SAM's decoder (--train_mask_decoder)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraSettings:
     r: int = 8  # rank; 0 disables LoRA
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    alpha: int = 16  # scale numerator (the update is scaled by alpha / r)
+    dropout: float = 0.05  # dropout on the adapter's input
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # last names of the LLM's Linears
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What builds LISA for training or for the LoRA merge (train_ds.py and the merge script)."""
+
+    version: str  # LLaVA base directory, or a finished LISA model
+    vision_tower: str | None = None  # CLIP directory; None: the one --version's config names
+    vision_pretrained: str | None = None  # official SAM file; None: the SAM in --version
+    use_mm_start_end: bool = True  # <im_start>/<im_end> around the image tokens
+    out_dim: int = 256  # [SEG] prompt width; must be the SAM decoder's
+    image_size: int | None = 1024  # SAM input side the data is made for; None: the SAM's own
+    train_mask_decoder: bool = True  # recorded in config.json; set_trainable freezes it if False
+    loss_weights: tuple[float, float, float] = (1.0, 0.5, 2.0)  # ce, dice, bce
+
+
+def local_path(path: str, *, file: bool = False) -> str | None:
+    """``path`` when it names an existing local file (or folder, unless ``file``), else None:
+    the defaults of --vision-tower and --vision_pretrained are hub ids and placeholders."""
+    found = Path(path).is_file() if file else Path(path).exists()
+    return path if found else None
 
 
 def build_lisa(
@@ -85,36 +107,37 @@ def build_lisa(
     return model
 
 
-def build_lisa_from_flags(
-    flags, tokenizer: LegacyLlamaTokenizer, dtype: torch.dtype
+def build_lisa_from_settings(
+    settings: ModelSettings, tokenizer: LegacyLlamaTokenizer, dtype: torch.dtype
 ) -> LISAForCausalLM:
-    """:func:`build_lisa` from the command-line flags train_ds.py and the merge script share.
+    """:func:`build_lisa` from typed settings, with the SAM it built checked against them.
 
-    ``--vision-tower`` and ``--vision_pretrained`` count only when they name existing local
-    paths (their defaults are hub ids / placeholders); otherwise the base's config decides.
+    Raises:
+        UsageError: ``out_dim`` or ``image_size`` differs from the SAM's (named by flag).
     """
-    tower = flags.vision_tower if Path(flags.vision_tower).exists() else None
-    sam = flags.vision_pretrained if Path(flags.vision_pretrained).is_file() else None
-    weights = tuple(
-        getattr(flags, f"{name}_loss_weight", default)
-        for name, default in (("ce", 1.0), ("dice", 0.5), ("bce", 2.0))
-    )
     model = build_lisa(
-        flags.version,
+        settings.version,
         tokenizer,
-        vision_tower=tower,
-        vision_pretrained=sam,
-        use_mm_start_end=flags.use_mm_start_end,
-        out_dim=flags.out_dim,
-        train_mask_decoder=flags.train_mask_decoder,
-        loss_weights=weights,
+        vision_tower=settings.vision_tower,
+        vision_pretrained=settings.vision_pretrained,
+        use_mm_start_end=settings.use_mm_start_end,
+        out_dim=settings.out_dim,
+        train_mask_decoder=settings.train_mask_decoder,
+        loss_weights=settings.loss_weights,
         dtype=dtype,
     )
-    sam_width = model.model.visual_model.prompt_encoder.embed_dim
-    if sam_width != flags.out_dim:
+    sam = model.model.visual_model
+    sam_width = sam.prompt_encoder.embed_dim
+    if sam_width != settings.out_dim:
         raise UsageError(
-            f"--out_dim {flags.out_dim} differs from the SAM decoder's prompt width {sam_width}; "
-            f"pass --out_dim {sam_width}"
+            f"--out_dim {settings.out_dim} differs from the SAM decoder's prompt width "
+            f"{sam_width}; pass --out_dim {sam_width}"
+        )
+    if settings.image_size is not None and settings.image_size != sam.image_size:
+        source = settings.vision_pretrained or settings.version
+        raise UsageError(
+            f"--image_size {settings.image_size} differs from the {sam.image_size}-pixel input "
+            f"of the SAM in {source}; pass --image_size {sam.image_size}"
         )
     return model
 
@@ -147,7 +170,7 @@ def apply_lora(model: LISAForCausalLM, settings: LoraSettings) -> PeftModel:
     return get_peft_model(model, config)
 
 
-def set_trainable(model: nn.Module, recipe: str) -> list[str]:
+def set_trainable(model: nn.Module, recipe: str, *, train_mask_decoder: bool = True) -> list[str]:
     """Choose the trained parameters; returns their names.
 
     "lisa" (the original's): LoRA adapters when present, lm_head, embed_tokens, the SAM mask
@@ -155,6 +178,8 @@ def set_trainable(model: nn.Module, recipe: str) -> list[str]:
     and the LLM's own weights are frozen. "all": every parameter (a model trained from scratch).
     "heads": lm_head, the SAM mask decoder and text_hidden_fcs; the [SEG] hidden states stay
     exactly those of the LLM one starts from (the second stage of the quick start).
+    ``train_mask_decoder=False`` (--no-train_mask_decoder) freezes the SAM mask decoder in every
+    recipe.
     """
     if recipe not in TRAINABLE_RECIPES:
         raise ValueError(
@@ -168,6 +193,8 @@ def set_trainable(model: nn.Module, recipe: str) -> list[str]:
             trainable = any(part in name for part in HEADS_TRAINED)
         else:
             trainable = "lora_" in name or any(part in name for part in LISA_FULLY_TRAINED)
+        if MASK_DECODER in name and not train_mask_decoder:
+            trainable = False
         parameter.requires_grad_(trainable)
         if trainable:
             names.append(name)

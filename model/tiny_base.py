@@ -33,6 +33,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from model.segment_anything import SAM_TINY, SamConfig, build_sam
 from model.vision_tower import build_projector
+from utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def _read_corpus(files: list[str]) -> list[str]:
     for name in files:
         path = Path(name)
         if not path.is_file():
-            raise SystemExit(f"--corpus: {path} is not a file")
+            raise UsageError(f"--corpus: {path} is not a file")
         texts.append(path.read_text(encoding="utf-8", errors="replace"))
     return texts
 
@@ -253,7 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     sizes = TinyBaseSizes(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(TinyBaseSizes)}
     )
-    paths = build_tiny_base(args.output_dir, _read_corpus(args.corpus), sizes, seed=args.seed)
+    try:
+        corpus = _read_corpus(args.corpus)
+    except UsageError as error:
+        parser.error(str(error))
+    paths = build_tiny_base(args.output_dir, corpus, sizes, seed=args.seed)
     for flag, path in paths.items():
         print(f"--{flag.replace('_', '-') if flag == 'vision_tower' else flag}={path}")
 

@@ -32,12 +32,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def init_distributed() -> DistributedInfo:
-    """Join (or, without a launcher, create) the process group; pick this rank's device."""
+def init_distributed(local_rank: int = 0) -> DistributedInfo:
+    """Join (or, without a launcher, create) the process group; pick this rank's device.
+
+    ``local_rank`` (train_ds.py --local_rank) is the device index of a world of one started
+    without a launcher; under a launcher its LOCAL_RANK environment variable decides.
+    """
     import deepspeed  # imported here: it probes the hardware on import
 
     if "RANK" not in os.environ:  # plain `python train_ds.py`: a world of one
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.update(
+            RANK="0", LOCAL_RANK=str(local_rank), WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"
+        )
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -50,6 +56,12 @@ def init_distributed() -> DistributedInfo:
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)
     return DistributedInfo(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher's environment gives it (0 without a launcher), for
+    what happens before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def barrier() -> None:

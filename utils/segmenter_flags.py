@@ -10,11 +10,13 @@ import argparse
 from typing import TYPE_CHECKING
 
 from utils.conversation import CONV_TYPES
+from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags
 
 if TYPE_CHECKING:
     from model.segmenter import LisaSegmenter, PromptTooLongError
 
 POSITIVE_FLAGS = ("max_new_tokens", "model_max_length", "image_size")
+LORA_R_DEFAULT = 8  # the original chat.py's --lora_r; a merged checkpoint needs none
 
 
 class ModelLoadError(Exception):
@@ -45,9 +47,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lora_r",
-        default=8,
+        default=LORA_R_DEFAULT,
         type=int,
-        help="accepted for compatibility; unused (the checkpoint has LoRA merged)",
+        help=f"{IGNORED_HELP} (the checkpoint has its LoRA weights merged)",
     )
     parser.add_argument(
         "--vision-tower",
@@ -70,7 +72,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def check_model_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse impossible model flag values through ``parser.error`` (usage + one line, exit 2)."""
+    """Refuse impossible model flag values through ``parser.error`` (usage + one line, exit 2);
+    a --lora_r other than the default gets the one line of an ignored flag."""
+    announce_ignored_flags(["--lora_r"] if args.lora_r != LORA_R_DEFAULT else [], parser.prog)
     if args.load_in_8bit and args.load_in_4bit:
         parser.error("choose one of --load_in_8bit and --load_in_4bit")
     for name in POSITIVE_FLAGS:

@@ -5,6 +5,7 @@ import torch
 
 from model.builder import LoraSettings, apply_lora, lora_target_names, set_trainable, unwrap_lisa
 from model.LISA import LISAForCausalLM
+from utils.train_config import TRAINABLE_RECIPES
 
 
 @pytest.fixture
@@ -71,3 +72,16 @@ def test_heads_recipe_keeps_the_seg_states_of_the_llm_it_starts_from(model):
                 parameter.add_(0.1)
         after = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(before, after)
+
+
+@pytest.mark.parametrize("recipe", TRAINABLE_RECIPES)
+def test_no_train_mask_decoder_freezes_the_decoder_in_every_recipe(model, recipe):
+    decoder = {
+        f"model.visual_model.mask_decoder.{name}"
+        for name, _ in model.model.visual_model.mask_decoder.named_parameters()
+    }
+    trained = set(set_trainable(model, recipe))
+    assert decoder and decoder <= trained
+    frozen_decoder = set(set_trainable(model, recipe, train_mask_decoder=False))
+    assert frozen_decoder == trained - decoder
+    assert not any(p.requires_grad for p in model.model.visual_model.mask_decoder.parameters())

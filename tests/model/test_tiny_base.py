@@ -7,7 +7,7 @@ import torch
 from transformers import CLIPVisionModel
 
 import train_ds
-from model.builder import build_lisa_from_flags
+from model.builder import build_lisa_from_settings
 from model.LISA import LISAForCausalLM
 from model.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.errors import UsageError
@@ -71,20 +71,40 @@ def test_lisa_builds_from_the_tiny_base(base):
 
 
 def test_sam_decoder_sizes_reach_the_model_and_out_dim_must_match(base):
-    def flags(out_dim):
-        return train_ds.parse_args(
+    def build(out_dim: int, image_size: int = SIZES.sam_image_size):
+        config = train_ds.parse_args(
             [
                 f"--version={base['version']}",
                 f"--vision-tower={base['vision_tower']}",
                 f"--vision_pretrained={base['vision_pretrained']}",
                 f"--out_dim={out_dim}",
+                f"--image_size={image_size}",
             ]
         )
+        settings = train_ds.model_settings(config)
+        return build_lisa_from_settings(settings, load_tokenizer(base["version"]), torch.float32)
 
     with pytest.raises(UsageError, match="--out_dim 256 differs .* pass --out_dim 64"):
-        build_lisa_from_flags(flags(256), load_tokenizer(base["version"]), torch.float32)
-    model = build_lisa_from_flags(flags(64), load_tokenizer(base["version"]), torch.float32)
+        build(256)
+    # the original's default --image_size (1024) against this SAM's 128-pixel input
+    with pytest.raises(UsageError, match=r"--image_size 1024 differs from the 128-pixel input"):
+        build(64, image_size=1024)
+    model = build(64)
     decoder = model.model.visual_model.mask_decoder
     assert model.model.text_hidden_fcs[0][2].out_features == 64
     assert decoder.transformer.layers[0].mlp.lin1.out_features == SIZES.sam_decoder_mlp_dim
     assert decoder.iou_prediction_head.layers[0].out_features == SIZES.sam_iou_head_hidden_dim
+
+
+def test_a_missing_corpus_file_is_one_line(tmp_path, capsys):
+    from model.tiny_base import main
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage line, then the sentence
+        main(["--output_dir", str(tmp_path / "base"), "--corpus", str(tmp_path / "no.txt")])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f"--corpus: {tmp_path / 'no.txt'} is not a file")
+    )
+    assert not (tmp_path / "base").exists()

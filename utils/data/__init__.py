@@ -1,7 +1,8 @@
 """Dataset readers: the four training sources in their real on-disk formats, the training
 mixture, and the validation sets.
 
-``build_datasets(args, clip_transform=..., samples_per_epoch=...)`` is what train_ds.py calls.
+``build_datasets(data_config, clip_transform=..., samples_per_epoch=...)`` is what train_ds.py
+calls.
 """
 
 from utils.data.bad_samples import BadSampleError, MissingSourceError, SkipCounter, SkipReason

@@ -1,16 +1,15 @@
-"""Building the training mixture and the validation sets from the command-line flags.
+"""Building the training mixture and the validation sets from the data settings.
 
-train_ds.py calls :func:`build_datasets` with its parsed arguments; the flag names and defaults
-are the original's.
+train_ds.py calls :func:`build_datasets` with the :class:`DataConfig` of its flags (names and
+defaults of the original's, see utils.train_config).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from utils.conversation import CONV_TYPES
 from utils.data.bad_samples import MissingSourceError
@@ -51,11 +50,6 @@ class DataConfig:
     conv_type: str = "llava_v1"  # conversation template
     answer_templates: str = ""  # '||'-joined answers of segmentation questions; "": the original's
     seed: int = 0  # base of the training draws
-
-    @classmethod
-    def from_args(cls, args: Any) -> DataConfig:
-        """Take every field that ``args`` (an argparse Namespace or similar) has."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
 class DataFlagError(UsageError):
@@ -235,7 +229,7 @@ def build_val_datasets(config: DataConfig, builder: SampleBuilder) -> list[ValDa
 
 
 def build_datasets(
-    args: Any,
+    config: DataConfig,
     *,
     clip_transform: ClipTransform,
     samples_per_epoch: int,
@@ -244,7 +238,7 @@ def build_datasets(
     """What train_ds.py needs: the training mixture and the validation sets.
 
     Args:
-        args: parsed flags (see :class:`DataConfig` for the names used).
+        config: the data settings.
         clip_transform: ``ClipTransform.from_pretrained(<vision tower directory>)``.
         samples_per_epoch: batch size x gradient accumulation x steps per epoch x world size.
         with_validation: False for ``--no_eval`` (the validation sets are still read when
@@ -253,7 +247,6 @@ def build_datasets(
     Returns:
         (training mixture, validation sets in the order of ``--val_dataset``).
     """
-    config = DataConfig.from_args(args)
     builder = SampleBuilder(
         clip_transform=clip_transform,
         image_size=config.image_size,
