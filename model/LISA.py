@@ -54,6 +54,7 @@ from model.segment_anything import (
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
 from utils.batch import LisaBatch, one_prompt_per_image_offset
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from utils.sam_input import normalize_sam_input
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         """SAM decoding of the projected [SEG] states.
 
         Args:
-            images: [B, 3, S, S] SAM inputs (normalised, padded).
+            images: [B, 3, S, S] SAM inputs, uint8 or normalised (see :class:`LisaBatch`).
             embeddings_per_image: B tensors [n_i, out_dim].
             resize_list: (h', w') of each image inside the S x S input.
             original_sizes: (H, W) to return the masks at.
@@ -297,7 +298,8 @@ class LISAForCausalLM(LlamaForCausalLM):
                 masks.append(embeddings.new_zeros(0, height, width))
                 continue
             with torch.set_grad_enabled(train_encoder):
-                image_embedding = encoder(images[i : i + 1].to(encoder_dtype))  # (1, 256, g, g)
+                sam_input = normalize_sam_input(images[i : i + 1], resize_list[i : i + 1])
+                image_embedding = encoder(sam_input.to(encoder_dtype))  # (1, 256, g, g)
             embeddings = embeddings.to(image_embedding.dtype)
             sparse, dense = sam.prompt_encoder(
                 points=None, boxes=None, masks=None, text_embeds=embeddings.unsqueeze(1)

@@ -20,7 +20,9 @@ class LisaBatch:
     """B images and the N conversations about them (N >= B: an image may have several).
 
     Tensors:
-        images: [B, 3, S, S] float, SAM inputs (normalised, padded to S x S).
+        images: [B, 3, S, S] SAM inputs padded to S x S with zeros: uint8 pixels (what the
+            data code makes; the model normalises them where SAM runs, see
+            ``utils.sam_input``), or float, already normalised.
         images_clip: [B, 3, s, s] float, CLIP inputs; CLIP runs once per image.
         input_ids: [N, L] long, right-padded with the pad id; the image sentinel
             ``IMAGE_TOKEN_INDEX`` (-200) once per row, where the image's features go.
@@ -71,17 +73,19 @@ class LisaBatch:
         return self.input_ids.shape[0]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LisaBatch:
-        """The batch on ``device`` (one copy per tensor), images in ``dtype`` when given.
+        """The batch on ``device`` (one copy per tensor), float images in ``dtype`` when given.
 
-        Ids, masks and ground truth keep their dtypes; only the two image inputs take the
-        model's precision.
+        Ids, masks and ground truth keep their dtypes; only the image inputs take the model's
+        precision. uint8 SAM inputs stay uint8 (a quarter of the bytes to copy): the model
+        normalises them in float32 on its device, then casts.
         """
 
         def move(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.to(device, non_blocking=True)
 
         def move_image(tensor: torch.Tensor) -> torch.Tensor:
-            return move(tensor) if dtype is None else move(tensor).to(dtype)
+            keep = dtype is None or not tensor.is_floating_point()
+            return move(tensor) if keep else move(tensor).to(dtype)
 
         moved = copy.copy(self)  # not dataclasses.replace: the shapes were checked when made
         moved.images = move_image(self.images)

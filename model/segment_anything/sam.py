@@ -5,13 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
-# SAM's normalisation, on the 0-255 scale, RGB order.
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "Sam"]
 
 
 class Sam(nn.Module):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
+from utils.sam_input import normalize_sam_input
 from utils.transforms import (
-    SAM_PIXEL_MEAN,
     ClipTransform,
     SamTransform,
     load_image,
@@ -41,9 +41,10 @@ def test_preprocessing_matches_reference(name, tiny_cases_dir, tiny_lisa_dir):
     sam = SamTransform(1024)
     # uint8 intermediates: exactly equal (same Pillow filters), not merely within 1 grey level.
     np.testing.assert_array_equal(sam.resize(image), expected["sam_resized_uint8"])
-    sam_input, resize = sam(image)
+    pixels, resize = sam(image)
     assert list(resize) == expected["resize"].tolist() == meta["resize_hw"]
-    assert sam_input.shape == (3, 1024, 1024) and sam_input.dtype == torch.float32
+    assert pixels.shape == (3, 1024, 1024) and pixels.dtype == torch.uint8
+    sam_input = normalize_sam_input(pixels[None], [resize])[0]
     torch.testing.assert_close(
         sam_input, torch.from_numpy(expected["sam_input"][0]), atol=1e-5, rtol=0
     )
@@ -80,10 +81,9 @@ def test_sam_transform_pads_bottom_right_with_zeros(rgb):
     sam = SamTransform(image_size=64)
     x, (h, w) = sam(rgb)
     assert x.shape == (3, 64, 64) and (h, w) == longest_side_shape(37, 53, 64) == (45, 64)
-    assert x[:, h:, :].abs().sum() == 0 and x[:, :, w:].abs().sum() == 0
-    resized = torch.from_numpy(sam.resize(rgb)).permute(2, 0, 1).float()
-    mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
-    torch.testing.assert_close(x[:, :h, :w] * sam.pixel_std + mean, resized, atol=1e-4, rtol=0)
+    assert x.dtype == torch.uint8
+    assert x[:, h:, :].sum() == 0 and x[:, :, w:].sum() == 0
+    assert torch.equal(x[:, :h, :w], torch.from_numpy(sam.resize(rgb)).permute(2, 0, 1))
 
 
 def test_sam_transform_keeps_an_image_already_at_size():
