@@ -26,10 +26,10 @@ import torch
 
 from model.builder import (
     LoraSettings,
-    ModelSettings,
     apply_lora,
     build_lisa_from_settings,
-    local_path,
+    lora_settings_from,
+    model_settings_from,
     unwrap_lisa,
 )
 from model.checkpoint_files import CheckpointError, load_state_dict_file, read_tensor_shapes
@@ -136,27 +136,9 @@ def parse_args(argv: list[str] | None = None) -> MergeConfig:
     return config_from_namespace(MergeConfig, parser.parse_args(argv))
 
 
-def model_settings(config: MergeConfig) -> ModelSettings:
-    return ModelSettings(
-        version=config.version,
-        vision_tower=local_path(config.vision_tower),
-        vision_pretrained=local_path(config.vision_pretrained, file=True),
-        use_mm_start_end=config.use_mm_start_end,
-        out_dim=config.out_dim,
-        image_size=config.image_size,
-        train_mask_decoder=config.train_mask_decoder,
-    )
-
-
 def lora_settings(config: MergeConfig) -> LoraSettings | None:
-    if config.lora_r <= 0:
-        return None
-    return LoraSettings(
-        r=config.lora_r,
-        alpha=config.lora_alpha,
-        dropout=config.lora_dropout,
-        target_modules=tuple(config.lora_target_modules.split(",")),
-    )
+    """The adapters the run trained; None with --lora_r 0."""
+    return lora_settings_from(config) if config.lora_r > 0 else None
 
 
 def merge(config: MergeConfig) -> Path:
@@ -202,7 +184,7 @@ def merged_model(config: MergeConfig):
     """The merged LISA model, the state dict to save (the vision tower left out unless asked
     for) and the tokenizer."""
     tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
-    model = build_lisa_from_settings(model_settings(config), tokenizer, torch.float32)
+    model = build_lisa_from_settings(model_settings_from(config), tokenizer, torch.float32)
     lora = lora_settings(config)
     if lora is not None:
         model = apply_lora(model, lora)

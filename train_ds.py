@@ -38,7 +38,8 @@ from model.builder import (
     ModelSettings,
     apply_lora,
     build_lisa_from_settings,
-    local_path,
+    lora_settings_from,
+    model_settings_from,
     set_trainable,
     unwrap_lisa,
 )
@@ -159,28 +160,13 @@ def build_data(run: RunContext) -> tuple[HybridDataset, list[ValDataset]]:
 
 
 def model_settings(config: TrainConfig) -> ModelSettings:
-    return ModelSettings(
-        version=config.version,
-        vision_tower=local_path(config.vision_tower),
-        vision_pretrained=local_path(config.vision_pretrained, file=True),
-        use_mm_start_end=config.use_mm_start_end,
-        out_dim=config.out_dim,
-        image_size=config.image_size,
-        train_mask_decoder=config.train_mask_decoder,
-        loss_weights=(config.ce_loss_weight, config.dice_loss_weight, config.bce_loss_weight),
-    )
+    weights = (config.ce_loss_weight, config.dice_loss_weight, config.bce_loss_weight)
+    return model_settings_from(config, loss_weights=weights)
 
 
 def lora_settings(config: TrainConfig) -> LoraSettings | None:
     """The LoRA adapters of the "lisa" recipe; None without adapters."""
-    if not config.with_lora:
-        return None
-    return LoraSettings(
-        r=config.lora_r,
-        alpha=config.lora_alpha,
-        dropout=config.lora_dropout,
-        target_modules=config.lora_targets(),
-    )
+    return lora_settings_from(config) if config.with_lora else None
 
 
 def build_model(

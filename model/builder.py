@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -60,11 +61,49 @@ class ModelSettings:
     loss_weights: tuple[float, float, float] = (1.0, 0.5, 2.0)  # ce, dice, bce
 
 
-def local_path(path: str, *, file: bool = False) -> str | None:
-    """``path`` when it names an existing local file (or folder, unless ``file``), else None:
-    the defaults of --vision-tower and --vision_pretrained are hub ids and placeholders."""
-    found = Path(path).is_file() if file else Path(path).exists()
-    return path if found else None
+class ModelFlags(Protocol):
+    """The model flags train_ds.py and the merge script share (TrainConfig, MergeConfig)."""
+
+    version: str
+    vision_tower: str
+    vision_pretrained: str
+    use_mm_start_end: bool
+    out_dim: int
+    image_size: int | None
+    train_mask_decoder: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: str
+
+
+def model_settings_from(
+    flags: ModelFlags, *, loss_weights: tuple[float, float, float] = (1.0, 0.5, 2.0)
+) -> ModelSettings:
+    """The settings of the model flags. ``--vision-tower`` and ``--vision_pretrained`` count only
+    when they name a local folder / file: their defaults are a hub id and a placeholder."""
+    return ModelSettings(
+        version=flags.version,
+        vision_tower=flags.vision_tower if Path(flags.vision_tower).exists() else None,
+        vision_pretrained=(
+            flags.vision_pretrained if Path(flags.vision_pretrained).is_file() else None
+        ),
+        use_mm_start_end=flags.use_mm_start_end,
+        out_dim=flags.out_dim,
+        image_size=flags.image_size,
+        train_mask_decoder=flags.train_mask_decoder,
+        loss_weights=loss_weights,
+    )
+
+
+def lora_settings_from(flags: ModelFlags) -> LoraSettings:
+    """The adapters of the LoRA flags (--lora_target_modules is comma-separated)."""
+    return LoraSettings(
+        r=flags.lora_r,
+        alpha=flags.lora_alpha,
+        dropout=flags.lora_dropout,
+        target_modules=tuple(flags.lora_target_modules.split(",")),
+    )
 
 
 def build_lisa(

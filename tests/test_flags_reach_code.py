@@ -28,6 +28,7 @@ import app
 import chat
 import merge_lora_weights_and_save_hf_model as merge
 import train_ds
+from model.builder import model_settings_from
 from model.segmenter import LisaSegmenter
 from model.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.distributed import DistributedInfo
@@ -291,7 +292,7 @@ def test_every_merge_flag_reaches_the_code(paths):
             assert [*config.ignored_flags()] in ([option] for option in action.option_strings)
             continue
         assert config.ignored_flags() == []
-        model_changed = merge.model_settings(config) != merge.model_settings(base)
+        model_changed = model_settings_from(config) != model_settings_from(base)
         lora_changed = merge.lora_settings(config) != merge.lora_settings(base)
         assert model_changed == (MODEL in MERGE_FLAGS[dest]), dest
         assert lora_changed == (LORA in MERGE_FLAGS[dest]), dest
