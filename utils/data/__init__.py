@@ -19,6 +19,7 @@ from utils.data.part_sources import PartSource
 from utils.data.reason_seg_source import ReasonSegSource
 from utils.data.refer import ReferSplit, load_refer_split
 from utils.data.refer_seg_source import ReferSegSource
+from utils.data.sample import Sample
 from utils.data.sample_builder import SampleBuilder
 from utils.data.val_dataset import ValDataset
 from utils.data.vqa_source import VqaSource
@@ -33,6 +34,7 @@ __all__ = [
     "ReasonSegSource",
     "ReferSegSource",
     "ReferSplit",
+    "Sample",
     "SampleBuilder",
     "SkipCounter",
     "SkipReason",
