@@ -2,105 +2,243 @@
 
 Writes a temporary dataset tree in the real formats of every source (96-256 px images), builds
 the default mixture (sem_seg||refer_seg||vqa||reason_seg at 9,3,3,1, SAM input 1024, CLIP 224)
-and times it in one process, then through DataLoaders (batch 2) with 0 and ``--workers`` worker
-processes. With ``--tokenizer`` (default: the reference tiny_lisa, when present) the loaders
-also run the training collate_fn, as train_ds.py does. The original prepares about 62
-samples/s in one process on a 2-core machine.
+and times it three ways: ``dataset[i]`` in one process; DataLoaders (batch 2) with the training
+collate_fn in the main process (0 workers) and with ``--workers`` worker processes. Each setting
+runs for two forms of the SAM input, in alternating rounds so that both see the same machine load:
 
-    .venv/bin/python benchmarks/bench_data.py [--samples 400] [--workers 2] [--images 32]
+- uint8: what the data code makes (resized, zero-padded; the model normalises it on its device);
+- float32: the normalised float32 input the data code made before (4x the bytes), computed in
+  the dataset from the uint8 one (the same numbers; one 3 MB copy more than that code did).
+
+Figures are samples per wall-clock second and per CPU second of the timed process (the second
+depends less on what else runs on the machine; for workers only the wall clock is given).
+``--profile`` adds where one process's time goes, stage by stage, in CPU milliseconds per sample.
+
+    .venv/bin/python benchmarks/bench_data.py [--samples 200] [--rounds 2] [--workers 2] [--profile]
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial, wraps
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.utils.data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import utils.collate  # noqa: E402
+import utils.data.sample_builder  # noqa: E402
 from tests.utils.data.fake_tree import write_tree  # noqa: E402
 from utils.collate import collate_fn  # noqa: E402
 from utils.data import DataConfig, HybridDataset, build_datasets  # noqa: E402
+from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD  # noqa: E402
 from utils.tokenization import load_tokenizer  # noqa: E402
-from utils.transforms import ClipTransform  # noqa: E402
+from utils.transforms import ClipTransform, SamTransform  # noqa: E402
 
 REFERENCE_TOKENIZER = (
     Path(os.environ.get("LISA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
     / "tiny_lisa"
 )
+FORMS = ("uint8", "float32")
 
 
-def in_process(dataset: HybridDataset, samples: int) -> tuple[float, float]:
-    """(samples per wall-clock second, samples per CPU second) of ``dataset[i]`` in this process.
+class FloatSamInput(torch.utils.data.Dataset):
+    """The mixture with each SAM input as normalised float32 [3, S, S], zero-padded."""
 
-    The CPU figure is what the process would reach alone on the machine; the wall-clock one
-    also counts the time other processes took the cores.
-    """
-    for i in range(20):  # warm-up: page cache, lazy imports
-        dataset[samples + i]
+    def __init__(self, dataset: HybridDataset) -> None:
+        self.dataset = dataset
+        self.mean = np.asarray(SAM_PIXEL_MEAN, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(SAM_PIXEL_STD, dtype=np.float32).reshape(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample = self.dataset[index]
+        height, width = sample.resize
+        out = np.zeros(sample.image.shape, dtype=np.float32)  # [3, S, S]
+        image = out[:, :height, :width]
+        image[...] = sample.image.numpy()[:, :height, :width]
+        image -= self.mean
+        image /= self.std
+        return dataclasses.replace(sample, image=torch.from_numpy(out))
+
+
+def in_process(dataset, start: int, samples: int) -> tuple[float, float]:
+    """(samples per wall-clock second, per CPU second) of ``dataset[i]`` in this process."""
     wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(samples):
+    for i in range(start, start + samples):
         dataset[i]
     return samples / (time.perf_counter() - wall), samples / (time.process_time() - cpu)
 
 
-def through_loader(dataset: HybridDataset, samples: int, workers: int, collate: Callable) -> float:
-    """Samples/s a DataLoader (batch 2) delivers with ``workers`` worker processes."""
-    subset = torch.utils.data.Subset(dataset, range(samples))
+def through_loader(
+    dataset, start: int, samples: int, workers: int, collate: Callable
+) -> tuple[float, float]:
+    """(samples per wall-clock second, per CPU second of this process) a DataLoader (batch 2)
+    delivers with ``workers`` worker processes, timed from its first batch."""
+    subset = torch.utils.data.Subset(dataset, range(start, start + samples + 2))
     loader = torch.utils.data.DataLoader(
         subset, batch_size=2, num_workers=workers, collate_fn=collate
     )
     iterator = iter(loader)
     next(iterator)  # the workers have started and produced a first batch
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     batches = sum(1 for _ in iterator)
-    return 2 * batches / (time.perf_counter() - start)
+    return 2 * batches / (time.perf_counter() - wall), 2 * batches / (time.process_time() - cpu)
+
+
+def compare_forms(train_set: HybridDataset, args, collate: Callable) -> None:
+    """Every setting for both forms of the SAM input, alternating, ``args.rounds`` times."""
+    datasets = {"uint8": train_set, "float32": FloatSamInput(train_set)}
+    settings = {"one process": None, "DataLoader, 0 workers": 0}
+    settings[f"DataLoader, {args.workers} workers"] = args.workers
+    totals: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for round_index in range(args.rounds):
+        start = 40 + round_index * args.samples  # new samples each round, the same for each form
+        for name, workers in settings.items():
+            for form in FORMS if round_index % 2 == 0 else FORMS[::-1]:  # neither always first
+                if workers is None:
+                    rates = in_process(datasets[form], start, args.samples)
+                else:
+                    rates = through_loader(datasets[form], start, args.samples, workers, collate)
+                totals[name, form].append(rates)
+    print(f"samples/s, mean of {args.rounds} rounds of {args.samples} samples (wall | CPU):")
+    print(f"  {'':24s}" + "".join(f"{form + ' SAM input':>26s}" for form in FORMS))
+    for name, workers in settings.items():
+        cells = []
+        for form in FORMS:
+            wall = np.mean([w for w, _ in totals[name, form]])
+            cpu = np.mean([c for _, c in totals[name, form]])
+            cpu_text = "      -" if workers else f"{cpu:7.1f}"
+            cells.append(f"{wall:15.1f} | {cpu_text}")
+        uint8_wall = np.mean([w for w, _ in totals[name, "uint8"]])
+        float_wall = np.mean([w for w, _ in totals[name, "float32"]])
+        ratio = f"   uint8/float32 {uint8_wall / float_wall:.2f}x (wall)"
+        print(f"  {name:24s}" + "".join(f"{cell:>26s}" for cell in cells) + ratio)
+
+
+class StageTimes:
+    """CPU seconds of this thread spent in named functions, by wrapping them where they are
+    looked up (restored on exit)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def _timed(self, stage: str, function: Callable) -> Callable:
+        @wraps(function)
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.thread_time() - start
+
+        return timed
+
+    @contextmanager
+    def wrapping(self, targets: dict[str, tuple[object, str]]) -> Iterator[None]:
+        originals = {stage: getattr(owner, name) for stage, (owner, name) in targets.items()}
+        try:
+            for stage, (owner, name) in targets.items():
+                setattr(owner, name, self._timed(stage, originals[stage]))
+            yield
+        finally:
+            for stage, (owner, name) in targets.items():
+                setattr(owner, name, originals[stage])
+
+
+# Functions timed by --profile, wrapped where the code looks them up.
+ITEM_STAGES = {
+    "image decode": (utils.data.sample_builder, "load_image"),
+    "SAM resize (PIL bilinear, longest side 1024)": (SamTransform, "_resized_view"),
+    "SAM pad (uint8, channels first)": (SamTransform, "pad"),
+    "CLIP transform (resize, crop, normalise)": (ClipTransform, "__call__"),
+}
+COLLATE_STAGES = {"tokenisation and label masking": (utils.collate, "tokenise")}
+
+
+def profile_stages(train_set: HybridDataset, start: int, samples: int, collate: Callable) -> None:
+    """Where one process's time goes: ``dataset[i]`` for pairs of samples, then collate."""
+    stages = StageTimes()
+    item_cpu = collate_cpu = 0.0
+    with stages.wrapping({**ITEM_STAGES, **COLLATE_STAGES}):
+        for i in range(start, start + samples, 2):
+            begin = time.thread_time()
+            pair = [train_set[i], train_set[i + 1]]
+            middle = time.thread_time()
+            collate(pair)
+            item_cpu += middle - begin
+            collate_cpu += time.thread_time() - middle
+    seconds = stages.seconds
+    rows = [(stage, seconds[stage]) for stage in ITEM_STAGES]
+    rest = item_cpu - sum(seconds[stage] for stage in ITEM_STAGES)
+    rows.append(("the rest of dataset[i]: sampling, annotations, masks", rest))
+    rows += [(stage, seconds[stage]) for stage in COLLATE_STAGES]
+    rest = collate_cpu - sum(seconds[stage] for stage in COLLATE_STAGES)
+    rows.append(("the rest of collate: stacking, padding", rest))
+    total = item_cpu + collate_cpu
+    print(f"where one process's time goes ({samples} samples; CPU ms per sample, share):")
+    for stage, value in rows:
+        print(f"  {stage:54s} {1e3 * value / samples:6.2f}  {100 * value / total:5.1f} %")
+    print(f"  {'total: dataset[i] and collate':54s} {1e3 * total / samples:6.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=400, help="samples timed per setting")
+    parser.add_argument("--samples", type=int, default=200, help="samples timed per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per setting")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--images", type=int, default=32, help="images written per source")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print the time per stage of one process"
+    )
     parser.add_argument(
         "--tokenizer",
         default=str(REFERENCE_TOKENIZER),
         help="tokenizer directory for the training collate_fn ('' to keep samples as lists)",
     )
     args = parser.parse_args()
-    if args.tokenizer and (Path(args.tokenizer) / "tokenizer.model").is_file():
-        collate, collated = (
-            partial(collate_fn, tokenizer=load_tokenizer(args.tokenizer)),
-            "collate_fn",
-        )
+    if args.samples < 2 or args.samples % 2 or args.rounds < 1 or args.workers < 1:
+        parser.error("--samples must be even and at least 2, --rounds and --workers at least 1")
+    has_tokenizer = args.tokenizer and (Path(args.tokenizer) / "tokenizer.model").is_file()
+    if has_tokenizer:
+        collate = partial(collate_fn, tokenizer=load_tokenizer(args.tokenizer))
     else:
-        collate, collated = list, "samples as a list"
+        collate = list
+        print(f"no tokenizer at {args.tokenizer!r}: the loaders return samples as lists")
     with tempfile.TemporaryDirectory() as root:
         write_tree(Path(root), count=args.images, seed=0, sizes=(96, 256))
         train_set, _ = build_datasets(
             DataConfig(dataset_dir=root),
             clip_transform=ClipTransform(),
-            samples_per_epoch=2 * args.samples + 40,
+            samples_per_epoch=(args.rounds + 1) * args.samples + 80,
             with_validation=False,
         )
-        load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+        for i in range(40):  # warm-up: page cache, lazy imports, the allocator's pools
+            FloatSamInput(train_set)[i] if i % 2 else train_set[i]
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
         )
-        print(f"load average before timing: {load}; sources (images):")
-        print("  " + ", ".join(f"{k} {v}" for k, v in train_set.source_sizes().items()))
-        wall, cpu = in_process(train_set, args.samples)
-        print(f"one process            {wall:7.1f} samples/s ({cpu:.1f} per CPU second)")
-        for workers in sorted({0, args.workers}):
-            rate = through_loader(train_set, args.samples, workers, collate)
-            print(f"DataLoader, {workers} workers  {rate:7.1f} samples/s (batch 2, {collated})")
+        print(f"load average before timing: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        print(
+            "sources (images): "
+            + ", ".join(f"{k} {v}" for k, v in train_set.source_sizes().items())
+        )
+        compare_forms(train_set, args, collate)
+        if args.profile:
+            profile_stages(train_set, 40, args.samples, collate)
+        print(f"load average after timing: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
         if train_set.skip_counts():
             print(f"skipped: {train_set.skip_counts()}")
 
