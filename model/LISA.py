@@ -294,12 +294,18 @@ class LISAForCausalLM(LlamaForCausalLM):
         masks = []
         for i, embeddings in enumerate(embeddings_per_image):
             height, width = (int(v) for v in original_sizes[i])
-            if embeddings.shape[0] == 0 and may_skip:
+            skip_encoder = embeddings.shape[0] == 0 and may_skip and not train_encoder
+            if skip_encoder and not torch.is_grad_enabled():
                 masks.append(embeddings.new_zeros(0, height, width))
                 continue
-            with torch.set_grad_enabled(train_encoder):
-                sam_input = normalize_sam_input(images[i : i + 1], resize_list[i : i + 1])
-                image_embedding = encoder(sam_input.to(encoder_dtype))  # (1, 256, g, g)
+            if skip_encoder:
+                # Training: the decoder still runs (on no prompt), so that its weights get a (zero)
+                # gradient on every rank, as data-parallel gradient reduction expects.
+                image_embedding = self._blank_image_embedding(embeddings)
+            else:
+                with torch.set_grad_enabled(train_encoder):
+                    sam_input = normalize_sam_input(images[i : i + 1], resize_list[i : i + 1])
+                    image_embedding = encoder(sam_input.to(encoder_dtype))  # (1, 256, g, g)
             embeddings = embeddings.to(image_embedding.dtype)
             sparse, dense = sam.prompt_encoder(
                 points=None, boxes=None, masks=None, text_embeds=embeddings.unsqueeze(1)
@@ -315,6 +321,13 @@ class LISAForCausalLM(LlamaForCausalLM):
             full = sam.postprocess_masks(low_res, input_size=resized, original_size=(height, width))
             masks.append(full[:, 0])  # (n_i, H, W)
         return masks
+
+    def _blank_image_embedding(self, like: torch.Tensor) -> torch.Tensor:
+        """[1, C, g, g] zeros shaped like SAM's image embedding, on ``like``'s device."""
+        prompt_encoder = self.model.visual_model.prompt_encoder
+        height, width = prompt_encoder.image_embedding_size
+        dtype = next(self.model.visual_model.mask_decoder.parameters()).dtype
+        return like.new_zeros(1, prompt_encoder.embed_dim, height, width, dtype=dtype)
 
     def project_seg_states(
         self,

@@ -347,6 +347,29 @@ def test_two_processes_with_zero3(workspace):
     assert all(torch.isfinite(tensor).all() for tensor in consolidated.values())
 
 
+def test_two_processes_zero2_with_images_without_seg(workspace):
+    """Batches of one image: a rank whose image has no [SEG] (a VQA sample) still runs the same
+    backward as the others (ZeRO-2 reduces every trainable gradient on every rank)."""
+    output = run(
+        launcher("--num_gpus", "2")
+        + common_args(workspace, "two_zero2")
+        + [
+            "--epochs",
+            "1",
+            "--steps_per_epoch",
+            "4",
+            "--batch_size",
+            "1",
+            "--sample_rates",
+            "1,1,4,1",
+        ]
+        + ["--no_eval"]
+    )
+    assert "on 2 process(es)" in output
+    consolidated = final_weights(workspace[0] / "runs" / "two_zero2")
+    assert all(torch.isfinite(tensor).all() for tensor in consolidated.values())
+
+
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
