@@ -45,6 +45,7 @@ from model.builder import (
 )
 from model.config import LisaConfig
 from model.loading import resolve_dtype
+from utils.batch import LisaBatch
 from utils.checkpointing import (
     CheckpointSpaceError,
     check_resume_settings,
@@ -225,7 +226,7 @@ def validation_loaders(
 
 def training_batches(
     run: RunContext, dataset: HybridDataset, collate, global_step: int
-) -> Iterator[dict]:
+) -> Iterator[LisaBatch]:
     """This rank's micro-batches from ``global_step`` onward (the same data a run that was
     never interrupted sees)."""
     config, info = run.config, run.info
@@ -385,7 +386,7 @@ class Trainer:
     engine: Any  # deepspeed.DeepSpeedEngine
     scheduler: Any  # its learning-rate scheduler (None with a user config that has none)
     train_dataset: HybridDataset
-    batches: Iterator[dict]  # this rank's micro-batches, endless
+    batches: Iterator[LisaBatch]  # this rank's micro-batches, endless
     val_loaders: dict[str, DataLoader]
     writer: Any  # TensorBoard's SummaryWriter on the main process, else None
     settings: dict  # what checkpoints are saved with (see checkpoint_settings)
@@ -426,7 +427,7 @@ class Trainer:
             if self.saves_within_epoch(step_in_epoch):
                 self.save(best_metrics=None)
 
-    def loss_step(self, batch: dict):
+    def loss_step(self, batch: LisaBatch):
         """One micro-batch: forward, backward, and the engine's step (it updates the weights at
         the end of each accumulation)."""
         info, dtype = self.run.info, self.run.dtype
