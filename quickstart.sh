@@ -6,8 +6,8 @@
 #   QUICKSTART_DIR=/tmp/qs bash quickstart.sh   # outputs elsewhere (default runs/quickstart)
 #
 # Every stage is the command a researcher runs at full scale, with toy-sized arguments:
-#   1. toy dataset            python -m utils.toy_dataset (requests by colour)
-#   2. tiny base              python -m model.tiny_base (tokenizer trained on the toy texts)
+#   1. toy dataset            python -m tools.toy_dataset (requests by colour)
+#   2. tiny base              python -m tools.tiny_base (tokenizer trained on the toy texts)
 #   3. naming                 deepspeed ... train_ds.py --dataset vqa: the tiny LLaVA learns to
 #                             answer each ReasonSeg request with the target's name, as a LLaVA base
 #                             already would; then python zero_to_fp32.py . ../pytorch_model.bin
@@ -108,11 +108,11 @@ mkdir -p "$OUT"
 touch "$OUT/.quickstart"
 
 stage "toy dataset"
-python -m utils.toy_dataset --dataset_dir "$OUT/dataset" "${DATA_ARGS[@]}"
+python -m tools.toy_dataset --dataset_dir "$OUT/dataset" "${DATA_ARGS[@]}"
 
 stage "tiny base"
-python scripts/toy_corpus.py --dataset_dir "$OUT/dataset" --output "$OUT/corpus.txt"
-python -m model.tiny_base --output_dir "$OUT/base" --corpus "$OUT/corpus.txt" "${BASE_ARGS[@]}"
+python -m tools.toy_corpus --dataset_dir "$OUT/dataset" --output "$OUT/corpus.txt"
+python -m tools.tiny_base --output_dir "$OUT/base" --corpus "$OUT/corpus.txt" "${BASE_ARGS[@]}"
 BASE=$OUT/base/llava
 CLIP=$OUT/base/clip
 SAM=$OUT/base/sam_tiny.pth
@@ -207,7 +207,7 @@ printf '%-14s %4d s\n' total "$total"
 cat <<EOF
 
 outputs in $OUT:
-  dataset/               toy dataset (python -m utils.toy_dataset)
+  dataset/               toy dataset (python -m tools.toy_dataset)
   base/                  tiny LLaVA base (llava/), CLIP (clip/), SAM checkpoint (sam_tiny.pth)
   runs/$EXP-naming/  naming stage: TensorBoard events, checkpoints, pytorch_model.bin
   runs/$EXP/         LISA stage: TensorBoard events, ckpt_model/ (best), ckpt_latest/,

@@ -137,8 +137,8 @@ def main() -> None:
         print(json.dumps(child(flags, args.steps)))
         return
 
-    from model.tiny_base import build_tiny_base
-    from utils.toy_dataset import make_toy_dataset
+    from tools.tiny_base import build_tiny_base
+    from tools.toy_dataset import make_toy_dataset
 
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
@@ -153,7 +153,7 @@ def main() -> None:
         )
         build_tiny_base(work / "base", ["Please segment the red circle. Sure, it is the shape."])
         print(
-            f"tiny base (model/tiny_base.py defaults), toy data, SAM {args.image_size} px, batch {args.batch_size}, "
+            f"tiny base (tools/tiny_base.py defaults), toy data, SAM {args.image_size} px, batch {args.batch_size}, "
             f"fp32, ZeRO-2, {os.cpu_count()} CPUs, torch threads default"
         )
         for recipe in RECIPES:

@@ -99,7 +99,7 @@ def say_seg_always(model) -> None:
 def build_seg_model(root: Path) -> Path:
     """A tiny LISA directory (tokenizer with byte fallback, CLIP, SAM) that answers [SEG]s."""
     from model.builder import build_lisa
-    from model.tiny_base import TinyBaseSizes, build_tiny_base
+    from tools.tiny_base import TinyBaseSizes, build_tiny_base
     from utils.tokenization import load_tokenizer
 
     sizes = TinyBaseSizes(

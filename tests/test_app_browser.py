@@ -73,7 +73,7 @@ def browser():
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """A folder laid out as the quick start leaves it: model/ and the toy dataset/."""
-    from utils.toy_dataset import make_toy_dataset
+    from tools.toy_dataset import make_toy_dataset
 
     run = tmp_path_factory.mktemp("quickstart_like")
     model = build_seg_model(run / "build")

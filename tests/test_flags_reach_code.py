@@ -30,7 +30,7 @@ import merge_lora_weights_and_save_hf_model as merge
 import train_ds
 from model.builder import model_settings_from
 from model.segmenter import LisaSegmenter
-from model.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.distributed import DistributedInfo
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP

@@ -22,10 +22,10 @@ import torch
 from model.builder import LoraSettings, apply_lora, build_lisa
 from model.checkpoint_files import load_state_dict_file
 from model.loading import load_pretrained_model
-from model.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.toy_dataset import make_toy_dataset
 from utils.conversation import build_chat_prompt
 from utils.tokenization import load_tokenizer, tokenizer_image_token
-from utils.toy_dataset import make_toy_dataset
 from utils.transforms import load_image
 
 pytestmark = pytest.mark.slow

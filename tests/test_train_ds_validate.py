@@ -8,13 +8,13 @@ from torch.utils.data import DataLoader
 
 import train_ds
 from model.builder import build_lisa
-from model.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.toy_dataset import make_toy_dataset
 from utils.collate import collate_fn
 from utils.data import SampleBuilder, ValDataset
 from utils.distributed import DistributedInfo
 from utils.metrics import intersection_and_union, mask_iou
 from utils.tokenization import load_tokenizer
-from utils.toy_dataset import make_toy_dataset
 from utils.transforms import ClipTransform
 
 SIZES = TinyBaseSizes(

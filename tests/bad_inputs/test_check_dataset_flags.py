@@ -2,8 +2,8 @@
 
 import pytest
 
+from tools.toy_dataset import make_toy_dataset
 from utils.check_dataset import main
-from utils.toy_dataset import make_toy_dataset
 
 # (flags, text of the one line printed)
 CASES = {

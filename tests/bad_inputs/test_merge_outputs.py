@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 
 import merge_lora_weights_and_save_hf_model as merge
 from model.builder import LoraSettings, apply_lora, build_lisa
-from model.tiny_base import TinyBaseSizes, build_tiny_base
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
@@ -22,6 +21,7 @@ from tests.bad_inputs.user_files import (
     read_only,
     tool_lines,
 )
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.output_dir import MANIFEST_NAME
 from utils.tokenization import load_tokenizer
 

@@ -1,4 +1,4 @@
-"""python -m utils.toy_dataset and a --dataset_dir that holds the user's data: a file, real data or
+"""python -m tools.toy_dataset and a --dataset_dir that holds the user's data: a file, real data or
 a user's file added to the toy folders is refused in one line (exit status 2) and stays
 byte-identical; a re-run deletes only the files its marker lists (never through a crafted entry);
 --overwrite writes the toy tree beside the user's files."""
@@ -18,8 +18,8 @@ from tests.bad_inputs.user_files import (
     read_only,
     tool_lines,
 )
-from utils.toy_dataset.__main__ import main
-from utils.toy_dataset.output import MARKER_FILE
+from tools.toy_dataset.__main__ import main
+from tools.toy_dataset.output import MARKER_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = [
@@ -110,7 +110,7 @@ def test_the_module_exits_2_with_one_line(tmp_path):
     user = UserFiles()
     plant_real_data(tmp_path / "dataset", user)
     result = subprocess.run(
-        [sys.executable, "-m", "utils.toy_dataset", "--dataset_dir", str(tmp_path / "dataset")],
+        [sys.executable, "-m", "tools.toy_dataset", "--dataset_dir", str(tmp_path / "dataset")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.toy_dataset import make_toy_dataset
 from utils.checkpointing import (
     BEST,
     BEST_METRICS,
@@ -42,7 +43,6 @@ from utils.checkpointing import (
     settings_differences,
 )
 from utils.deepspeed_safe_loading import load_weights_only
-from utils.toy_dataset import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = TinyBaseSizes(

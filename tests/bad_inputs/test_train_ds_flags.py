@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import train_ds
-from model.tiny_base import TinyBaseSizes, build_tiny_base
-from utils.toy_dataset import make_toy_dataset
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.toy_dataset import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = TinyBaseSizes(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import train_ds
-from model.tiny_base import TinyBaseSizes, build_tiny_base
 from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.toy_dataset import make_toy_dataset
 from utils.output_dir import OutputDirError
 from utils.run_dir import RUN_MARKER, create_run_dir
-from utils.toy_dataset import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = TinyBaseSizes(

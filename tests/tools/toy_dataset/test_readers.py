@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from tests.utils.toy_dataset.conftest import TOY_SIZES
+from tests.tools.toy_dataset.conftest import TOY_SIZES
+from tools.toy_dataset.write_refer_seg import COCO_REFER_SPLITS, GREFCOCO_SPLITS, REFCLEF_SPLITS
 from utils.constants import SEG_TOKEN
 from utils.data.build import DataConfig, build_train_dataset, build_val_datasets
 from utils.data.sample_builder import SampleBuilder
-from utils.toy_dataset.write_refer_seg import COCO_REFER_SPLITS, GREFCOCO_SPLITS, REFCLEF_SPLITS
 from utils.transforms import ClipTransform
 
 EVERY_SOURCE = {

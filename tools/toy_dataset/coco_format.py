@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from utils.toy_dataset.classes import STAR_PARTS
-from utils.toy_dataset.scene import Scene, polygon_area, polygon_mask, star_parts
+from tools.toy_dataset.classes import STAR_PARTS
+from tools.toy_dataset.scene import Scene, polygon_area, polygon_mask, star_parts
 
 
 def image_entry(file_name: str, scene: Scene, image_id: int) -> dict[str, Any]:

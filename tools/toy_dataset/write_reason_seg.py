@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from tools.toy_dataset.output import DatasetWriter
+from tools.toy_dataset.queries import QUERY_KINDS, QueryKind, ReasoningQuery, sample_query
+from tools.toy_dataset.sampling import canvas_size, item_rng
+from tools.toy_dataset.scene import Scene, draw_scene, sample_scene
 from utils.data.questions import segmentation_questions
-from utils.toy_dataset.output import DatasetWriter
-from utils.toy_dataset.queries import QUERY_KINDS, QueryKind, ReasoningQuery, sample_query
-from utils.toy_dataset.sampling import canvas_size, item_rng
-from utils.toy_dataset.scene import Scene, draw_scene, sample_scene
 
 REASON_SEG_DIR = "reason_seg/ReasonSeg"
 IGNORE_SHARE = 0.25  # images with a faded, ambiguous shape marked "ignore"

@@ -10,7 +10,7 @@ files, so they name the shapes themselves ("circle", "star:point").
 
 from __future__ import annotations
 
-from utils.toy_dataset.scene import SHAPE_KINDS
+from tools.toy_dataset.scene import SHAPE_KINDS
 
 SEM_SEG_CLASS_OF_KIND: dict[str, str] = {
     "circle": "plate",

@@ -1,11 +1,11 @@
-"""Command line: ``python -m utils.toy_dataset --dataset_dir ./dataset [--seed 0] ...``."""
+"""Command line: ``python -m tools.toy_dataset --dataset_dir ./dataset [--seed 0] ...``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from utils.toy_dataset.generate import (
+from tools.toy_dataset.generate import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_REFER,
     DEFAULT_NUM_SEM_SEG,
@@ -14,13 +14,13 @@ from utils.toy_dataset.generate import (
     DEFAULT_NUM_VAL,
     make_toy_dataset,
 )
-from utils.toy_dataset.output import ToyDatasetError
-from utils.toy_dataset.queries import QUERY_KIND_NAMES
+from tools.toy_dataset.output import ToyDatasetError
+from tools.toy_dataset.queries import QUERY_KIND_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m utils.toy_dataset",
+        prog="python -m tools.toy_dataset",
         description=(
             "Write a small synthetic dataset of coloured shapes in every on-disk format LISA "
             "trains and validates on (ADE20K, COCO-Stuff, Mapillary, PACO-LVIS, PASCAL-Part, "

@@ -6,15 +6,15 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from tests.utils.toy_dataset.conftest import TOY_SIZES
-from utils.toy_dataset.classes import (
+from tests.tools.toy_dataset.conftest import TOY_SIZES
+from tools.toy_dataset.classes import (
     ADE20K_CLASS_ID,
     COCO_STUFF_CLASS_ID,
     SEM_SEG_CLASS_OF_KIND,
     ade20k_label_values,
     coco_stuff_label_values,
 )
-from utils.toy_dataset.scene import SHAPE_KINDS
+from tools.toy_dataset.scene import SHAPE_KINDS
 
 CLASS_LISTS = Path(__file__).resolve().parents[3] / "utils" / "data"
 

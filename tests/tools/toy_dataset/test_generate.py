@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
-from utils.toy_dataset import ToyDatasetError, make_toy_dataset
-from utils.toy_dataset import generate as generate_module
-from utils.toy_dataset.__main__ import main
-from utils.toy_dataset.output import MARKER_FILE
+from tests.tools.toy_dataset.conftest import TOY_SEED, TOY_SIZES
+from tools.toy_dataset import ToyDatasetError, make_toy_dataset
+from tools.toy_dataset import generate as generate_module
+from tools.toy_dataset.__main__ import main
+from tools.toy_dataset.output import MARKER_FILE
 
 TINY = {
     "image_size": 64,
@@ -42,7 +42,7 @@ def test_another_process_gives_the_same_bytes(tmp_path):
     """No dependence on string hashing (set order) or other per-process state."""
     make_toy_dataset(tmp_path / "here", **TINY)
     sizes = [f"--{name}={value}" for name, value in TINY.items()]
-    command = [sys.executable, "-m", "utils.toy_dataset", "--dataset_dir", str(tmp_path / "there")]
+    command = [sys.executable, "-m", "tools.toy_dataset", "--dataset_dir", str(tmp_path / "there")]
     environment = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run(command + sizes, check=True, cwd=REPO_ROOT, env=environment, capture_output=True)
     assert file_digests(tmp_path / "there") == file_digests(tmp_path / "here")

@@ -7,21 +7,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.output_dir import OutputDirError, OutputFolder
-from utils.toy_dataset.output import MARKER_FILE, TOY_FOLDERS, DatasetWriter, ToyDatasetError
-from utils.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
-from utils.toy_dataset.write_coco import write_coco_sources
-from utils.toy_dataset.write_reason_seg import (
+from tools.toy_dataset.output import MARKER_FILE, TOY_FOLDERS, DatasetWriter, ToyDatasetError
+from tools.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
+from tools.toy_dataset.write_coco import write_coco_sources
+from tools.toy_dataset.write_reason_seg import (
     write_explanatory,
     write_reason_seg_split,
     write_reason_seg_targets,
 )
-from utils.toy_dataset.write_refer_seg import (
+from tools.toy_dataset.write_refer_seg import (
     MIN_REFER_IMAGES,
     write_coco_refer_datasets,
     write_refclef,
 )
-from utils.toy_dataset.write_sem_seg import write_ade20k, write_mapillary, write_pascal_part
+from tools.toy_dataset.write_sem_seg import write_ade20k, write_mapillary, write_pascal_part
+from utils.output_dir import OutputDirError, OutputFolder
 
 DEFAULT_IMAGE_SIZE = 128  # pixels on the long side; small, for CPU training
 DEFAULT_NUM_TRAIN = 1000  # ReasonSeg train images
@@ -127,7 +127,7 @@ def make_toy_dataset(
     except OutputDirError as error:
         raise ToyDatasetError(str(error)) from None
     marker = {
-        "generator": "utils.toy_dataset",
+        "generator": "tools.toy_dataset",
         "seed": seed,
         "image_size": image_size,
         **sizes,

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from utils.toy_dataset.sampling import item_rng, photo_scene
-from utils.toy_dataset.scene import (
+from tools.toy_dataset.sampling import item_rng, photo_scene
+from tools.toy_dataset.scene import (
     SHAPE_KINDS,
     Shape,
     polygon_area,

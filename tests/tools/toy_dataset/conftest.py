@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.toy_dataset import make_toy_dataset
+from tools.toy_dataset import make_toy_dataset
 
 TOY_SIZES = {
     "image_size": 96,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.toy_dataset.relations import (
+from tools.toy_dataset.relations import (
     EXTREME_SIDES,
     RELATIONS,
     extreme_shape,
@@ -24,8 +24,8 @@ from utils.toy_dataset.relations import (
     unique_by_ratio,
     unique_extreme,
 )
-from utils.toy_dataset.scene import Scene
-from utils.toy_dataset.words import NUMBER_WORDS, short_description
+from tools.toy_dataset.scene import Scene
+from tools.toy_dataset.words import NUMBER_WORDS, short_description
 
 # Something everyone knows the colour of: (thing, the fact).
 COLOUR_KNOWLEDGE: dict[str, tuple[str, str]] = {

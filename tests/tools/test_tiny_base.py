@@ -9,7 +9,7 @@ from transformers import CLIPVisionModel
 import train_ds
 from model.builder import build_lisa_from_settings
 from model.LISA import LISAForCausalLM
-from model.tiny_base import TinyBaseSizes, build_tiny_base
+from tools.tiny_base import TinyBaseSizes, build_tiny_base
 from utils.errors import UsageError
 from utils.tokenization import add_lisa_tokens, load_tokenizer, tokenizer_image_token
 
@@ -97,7 +97,7 @@ def test_sam_decoder_sizes_reach_the_model_and_out_dim_must_match(base):
 
 
 def test_a_missing_corpus_file_is_one_line(tmp_path, capsys):
-    from model.tiny_base import main
+    from tools.tiny_base import main
 
     with pytest.raises(SystemExit) as exit_info:  # argparse's usage line, then the sentence
         main(["--output_dir", str(tmp_path / "base"), "--corpus", str(tmp_path / "no.txt")])

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from utils.toy_dataset.classes import (
+from tools.toy_dataset.classes import (
     ADE20K_OTHER,
     SEM_SEG_CLASS_OF_KIND,
     STAR_PARTS,
     ade20k_label_values,
 )
-from utils.toy_dataset.coco_format import image_entry, star_part_annotations
-from utils.toy_dataset.output import DatasetWriter
-from utils.toy_dataset.sampling import photo_scene
-from utils.toy_dataset.scene import SHAPE_KINDS, draw_scene, label_map
-from utils.toy_dataset.words import capitalised
+from tools.toy_dataset.coco_format import image_entry, star_part_annotations
+from tools.toy_dataset.output import DatasetWriter
+from tools.toy_dataset.sampling import photo_scene
+from tools.toy_dataset.scene import SHAPE_KINDS, draw_scene, label_map
+from tools.toy_dataset.words import capitalised
 
 ADE20K_IMAGES = "ade20k/images/training"
 ADE20K_ANNOTATIONS = "ade20k/annotations/training"

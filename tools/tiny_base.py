@@ -12,7 +12,7 @@ The tokenizer is a sentencepiece BPE model trained on a corpus with LLaMA's conv
 bos 1, eos 2, no pad piece, byte fallback, split digits, dummy prefix), so the legacy tokenizer
 path treats it exactly as the real LLaMA tokenizer.
 
-    python -m model.tiny_base --output_dir runs/tiny_base [--corpus FILE ...] [--hidden_size 128]
+    python -m tools.tiny_base --output_dir runs/tiny_base [--corpus FILE ...] [--hidden_size 128]
 """
 
 from __future__ import annotations

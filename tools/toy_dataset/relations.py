@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from utils.toy_dataset.scene import Scene
+from tools.toy_dataset.scene import Scene
 
 # A shape is "left of" another only when their centres are this far apart, as a fraction of
 # the image width (height for above/below); closer pairs are neither, so no query names them.

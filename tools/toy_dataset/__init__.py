@@ -1,6 +1,6 @@
 """A deterministic toy dataset of coloured shapes, written in every on-disk format of LISA's data.
 
-``python -m utils.toy_dataset --dataset_dir ./dataset`` (or :func:`make_toy_dataset`) writes, under
+``python -m tools.toy_dataset --dataset_dir ./dataset`` (or :func:`make_toy_dataset`) writes, under
 the dataset folder, the tree of the original README with small synthetic pictures (coloured
 circles, triangles, squares, rectangles, pentagons, hexagons and stars on a light background, two
 to four per picture, never overlapping), so that the real readers and ``train_ds.py`` take it
@@ -40,7 +40,7 @@ dataset's style (``expressions.py``); LLaVA holds questions about the scene
 (``conversations.py``).
 """
 
-from utils.toy_dataset.generate import ToyDatasetSummary, make_toy_dataset
-from utils.toy_dataset.output import ToyDatasetError
+from tools.toy_dataset.generate import ToyDatasetSummary, make_toy_dataset
+from tools.toy_dataset.output import ToyDatasetError
 
 __all__ = ["ToyDatasetError", "ToyDatasetSummary", "make_toy_dataset"]

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from utils.toy_dataset.coco_format import image_entry, polygon_annotation, rle_annotation
-from utils.toy_dataset.expressions import group_expressions, sample_expressions
-from utils.toy_dataset.output import DatasetWriter
-from utils.toy_dataset.sampling import COCO_PHOTOS, item_rng, photo_scene
-from utils.toy_dataset.scene import SHAPE_KINDS, Scene, draw_scene
-from utils.toy_dataset.words import capitalised
+from tools.toy_dataset.coco_format import image_entry, polygon_annotation, rle_annotation
+from tools.toy_dataset.expressions import group_expressions, sample_expressions
+from tools.toy_dataset.output import DatasetWriter
+from tools.toy_dataset.sampling import COCO_PHOTOS, item_rng, photo_scene
+from tools.toy_dataset.scene import SHAPE_KINDS, Scene, draw_scene
+from tools.toy_dataset.words import capitalised
 
 REFCLEF_PHOTOS = "saiapr photo"
 TRAIN2014_DIR = "refer_seg/images/mscoco/images/train2014"

@@ -4,12 +4,12 @@ import collections
 
 import pytest
 
-from utils.toy_dataset.conversations import sample_conversation
-from utils.toy_dataset.expressions import STYLES, group_expressions, referring_expressions
-from utils.toy_dataset.queries import QUERY_KINDS, sample_query
-from utils.toy_dataset.relations import POSITION_MARGIN, SIZE_RATIO
-from utils.toy_dataset.sampling import item_rng, photo_scene
-from utils.toy_dataset.scene import COLOUR_NAMES, SHAPE_KINDS
+from tools.toy_dataset.conversations import sample_conversation
+from tools.toy_dataset.expressions import STYLES, group_expressions, referring_expressions
+from tools.toy_dataset.queries import QUERY_KINDS, sample_query
+from tools.toy_dataset.relations import POSITION_MARGIN, SIZE_RATIO
+from tools.toy_dataset.sampling import item_rng, photo_scene
+from tools.toy_dataset.scene import COLOUR_NAMES, SHAPE_KINDS
 
 SCENES = [photo_scene(0, "language tests", item, 128) for item in range(300)]
 KINDS = {kind.name: kind for kind in QUERY_KINDS}

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.utils.toy_dataset.conftest import TOY_SEED, TOY_SIZES
-from utils.data.reason_seg_source import reason_seg_source
-from utils.data.sample_builder import SampleBuilder
-from utils.reason_seg import IGNORE_VALUE, TARGET_VALUE, load_annotation, render_mask
-from utils.toy_dataset.scene import COLOURS, polygon_mask
-from utils.toy_dataset.write_reason_seg import (
+from tests.tools.toy_dataset.conftest import TOY_SEED, TOY_SIZES
+from tools.toy_dataset.scene import COLOURS, polygon_mask
+from tools.toy_dataset.write_reason_seg import (
     REASON_SEG_DIR,
     reason_seg_annotation,
     reason_seg_example,
 )
+from utils.data.reason_seg_source import reason_seg_source
+from utils.data.sample_builder import SampleBuilder
+from utils.reason_seg import IGNORE_VALUE, TARGET_VALUE, load_annotation, render_mask
 from utils.transforms import ClipTransform
 
 SPLITS = {"train": "num_train", "val": "num_val", "test": "num_test"}

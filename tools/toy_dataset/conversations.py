@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tools.toy_dataset.relations import EXTREME_SIDES, extreme_shape
+from tools.toy_dataset.scene import SHAPE_KINDS, Scene
+from tools.toy_dataset.words import NUMBER_WORDS, capitalised, listing, plural, with_article
 from utils.constants import DEFAULT_IMAGE_TOKEN
-from utils.toy_dataset.relations import EXTREME_SIDES, extreme_shape
-from utils.toy_dataset.scene import SHAPE_KINDS, Scene
-from utils.toy_dataset.words import NUMBER_WORDS, capitalised, listing, plural, with_article
 
 QuestionAnswer = tuple[str, str]
 

@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from utils.toy_dataset.scene import Scene, sample_scene
+from tools.toy_dataset.scene import Scene, sample_scene
 
 LANDSCAPE_SHARE = 0.5  # pictures 3/4 as tall as wide; the others are square
 # The collection of COCO photos: refCOCO's train2014 pictures and the COCO 2017 ones draw from it,

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.toy_dataset.relations import (
+from tools.toy_dataset.relations import (
     EXTREME_SIDES,
     RELATIONS,
     SIZE_RATIO,
     extreme_shape,
     only_shape_beside,
 )
-from utils.toy_dataset.scene import COLOUR_NAMES, SHAPE_KINDS, Scene
-from utils.toy_dataset.words import NUMBER_WORDS, plural, with_article
+from tools.toy_dataset.scene import COLOUR_NAMES, SHAPE_KINDS, Scene
+from tools.toy_dataset.words import NUMBER_WORDS, plural, with_article
 
 STYLES = ("refcoco", "refcoco+", "refcocog")  # refCLEF uses the refcoco style
 

@@ -1,10 +1,10 @@
 """Write the text a tiny tokenizer should know: the toy dataset's words and LISA's templates.
 
-    python scripts/toy_corpus.py --dataset_dir dataset --output corpus.txt
-    python -m model.tiny_base --output_dir base --corpus corpus.txt
+    python -m tools.toy_corpus --dataset_dir dataset --output corpus.txt
+    python -m tools.tiny_base --output_dir base --corpus corpus.txt
 
 Collects every query, explanation, referring expression, LLaVA turn and class name of a toy
-dataset tree (``python -m utils.toy_dataset``), plus the question and answer templates of
+dataset tree (``python -m tools.toy_dataset``), plus the question and answer templates of
 training and validation, one text per line, so that prompts tokenize into real pieces.
 """
 
@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from utils.data import questions  # noqa: E402
-from utils.toy_dataset.classes import SEM_SEG_CLASS_OF_KIND  # noqa: E402
+from tools.toy_dataset.classes import SEM_SEG_CLASS_OF_KIND
+from utils.data import questions
 
 TEXT_KEYS = {"text", "query", "outputs", "value", "sent", "raw", "name", "supercategory"}
 
@@ -56,7 +53,9 @@ def template_texts() -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.toy_corpus", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--dataset_dir", required=True, help="a toy dataset tree")
     parser.add_argument("--output", required=True, help="text file to write")
     args = parser.parse_args(argv)

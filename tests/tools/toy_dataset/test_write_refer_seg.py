@@ -7,8 +7,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from tests.utils.toy_dataset.conftest import TOY_SIZES
-from utils.toy_dataset.write_refer_seg import (
+from tests.tools.toy_dataset.conftest import TOY_SIZES
+from tools.toy_dataset.write_refer_seg import (
     COCO_REFER_SPLITS,
     GREFCOCO_SPLITS,
     REFCLEF_SPLITS,

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from utils.toy_dataset.classes import COCO_STUFF_UNLABELED, STAR_PARTS, coco_stuff_label_values
-from utils.toy_dataset.coco_format import image_entry, polygon_annotation, star_part_annotations
-from utils.toy_dataset.conversations import sample_conversation
-from utils.toy_dataset.output import DatasetWriter
-from utils.toy_dataset.sampling import COCO_PHOTOS, item_rng, photo_scene
-from utils.toy_dataset.scene import SHAPE_KINDS, Scene, draw_scene, label_map
+from tools.toy_dataset.classes import COCO_STUFF_UNLABELED, STAR_PARTS, coco_stuff_label_values
+from tools.toy_dataset.coco_format import image_entry, polygon_annotation, star_part_annotations
+from tools.toy_dataset.conversations import sample_conversation
+from tools.toy_dataset.output import DatasetWriter
+from tools.toy_dataset.sampling import COCO_PHOTOS, item_rng, photo_scene
+from tools.toy_dataset.scene import SHAPE_KINDS, Scene, draw_scene, label_map
 
 COCO_TRAIN2017 = "coco/train2017"
 COCO_STUFF_LABELS = "cocostuff/train2017"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from utils.toy_dataset.scene import Scene, Shape
+from tools.toy_dataset.scene import Scene, Shape
 
 NUMBER_WORDS = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 10: "ten"}
 
