@@ -43,6 +43,7 @@ from model.checkpoint_files import (
 )
 from model.config import LisaConfig
 from model.losses import mask_losses
+from model.packing import pack_conversations, unpack_hidden
 from model.segment_anything import (
     SAM_PIXEL_MEAN,
     SAM_PIXEL_STD,
@@ -177,6 +178,9 @@ class LISAForCausalLM(LlamaForCausalLM):
     def __init__(self, config: LisaConfig) -> None:
         super().__init__(config)
         self.model = LisaModel(config)
+        # One LLM row per image for the conversations about it (see model.packing): a setting
+        # of the run, not of the checkpoint, so not in the config.
+        self.pack_conversations = False
         self.post_init()
 
     def get_model(self) -> LisaModel:
@@ -413,13 +417,7 @@ class LISAForCausalLM(LlamaForCausalLM):
             batch.attention_mask,
             batch.labels if with_labels else None,
         )
-        # Under causal attention no real token sees the trailing pads of a right-padded row, so
-        # the padding mask can be dropped there and the fused causal kernel used.
-        attention_mask = None if _is_right_padded(inputs.attention_mask) else inputs.attention_mask
-        hidden = self.model(
-            inputs_embeds=inputs.inputs_embeds, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state  # (N, Lx, H); rows' pad positions hold values nothing uses
-
+        hidden = self._llm_hidden_states(inputs, conversation_to_image)  # (N, Lx, H)
         seg_mask = self.seg_token_mask(inputs.expanded_ids)  # (N, Lx)
         pred_embeddings, per_image = self.project_seg_states(
             hidden, seg_mask, conversation_to_image, num_images
@@ -435,6 +433,37 @@ class LISAForCausalLM(LlamaForCausalLM):
             logits=self.lm_head(hidden) if output_logits else None,
         )
         return prediction, inputs.labels
+
+    def _llm_hidden_states(
+        self, inputs: MultimodalInputs, conversation_to_image: torch.Tensor
+    ) -> torch.Tensor:
+        """The LLM's last hidden states [N, Lx, H] of the expanded rows; a row's pad positions
+        hold values nothing uses. With ``pack_conversations``, the conversations about one image
+        run as one packed row (their shared prefix once): the same states, less work."""
+        right_padded = _is_right_padded(inputs.attention_mask)
+        packed = None
+        if self.pack_conversations and right_padded:
+            packed = pack_conversations(
+                inputs.expanded_ids,
+                inputs.inputs_embeds,
+                inputs.attention_mask,
+                conversation_to_image,
+                self.config._attn_implementation,
+            )
+        if packed is not None:
+            hidden = self.model(
+                inputs_embeds=packed.inputs_embeds,
+                attention_mask=packed.attention_mask,
+                position_ids=packed.position_ids,
+                use_cache=False,
+            ).last_hidden_state  # (B', Lp, H)
+            return unpack_hidden(hidden, packed)
+        # Under causal attention no real token sees the trailing pads of a right-padded row, so
+        # the padding mask can be dropped there and the fused causal kernel used.
+        attention_mask = None if right_padded else inputs.attention_mask
+        return self.model(
+            inputs_embeds=inputs.inputs_embeds, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
 
     def _training_losses(self, batch: LisaBatch, *, output_logits: bool) -> LisaOutput:
         """ce_w * CE(next token) + bce_w * BCE(masks) + dice_w * Dice(masks)."""
