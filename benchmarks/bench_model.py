@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import CLIPVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa  # noqa: E402
-from model.config import LisaConfig  # noqa: E402
 from model.LISA import LISAForCausalLM, conversation_image_index  # noqa: E402
 from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
+from tools.tiny_configs import tiny_clip_config, tiny_lisa_config  # noqa: E402
 from utils.batch import LisaBatch  # noqa: E402
 from utils.constants import IMAGE_TOKEN_INDEX  # noqa: E402
 
@@ -43,34 +42,17 @@ REFERENCE = Path(
 )
 CASES = REFERENCE / "tiny_cases"
 SEG_ID, IM_START, IM_END, VOCAB = 512, 513, 514, 515
-TINY_CLIP = CLIPVisionConfig(
-    hidden_size=32,
-    intermediate_size=64,
-    num_attention_heads=2,
-    num_hidden_layers=2,
-    image_size=64,
-    patch_size=4,
-    projection_dim=16,
-    hidden_act="quick_gelu",
-)
 
 
 def build_model(device: torch.device) -> LISAForCausalLM:
-    config = LisaConfig(
+    config = tiny_lisa_config(  # the LLaMA of a small LISA, CLIP at 64 px, SAM at 1024 px
         vocab_size=VOCAB,
         hidden_size=512,
         intermediate_size=1376,
         num_hidden_layers=8,
         num_attention_heads=8,
         num_key_value_heads=8,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        mm_vision_tower="tiny-clip",
-        mm_hidden_size=32,
-        vision_config=TINY_CLIP.to_dict(),
-        mm_use_im_start_end=True,
-        train_mask_decoder=True,
+        vision_config=tiny_clip_config(image_size=64, patch_size=4).to_dict(),
         seg_token_idx=SEG_ID,
         sam_config=dataclasses.asdict(SAM_TINY),
     )

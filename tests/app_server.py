@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.toy_runs import free_port, lisa_of_base
+
 REPO = Path(__file__).resolve().parents[1]
 # Words the tiny tokenizer is trained on (it falls back to bytes for everything else).
 CORPUS = "Please segment the red circle in this image. Sure, it is [SEG]. What is in this image?"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -98,9 +93,7 @@ def say_seg_always(model) -> None:
 
 def build_seg_model(root: Path) -> Path:
     """A tiny LISA directory (tokenizer with byte fallback, CLIP, SAM) that answers [SEG]s."""
-    from model.builder import build_lisa
     from tools.tiny_base import TinyBaseSizes, build_tiny_base
-    from utils.tokenization import load_tokenizer
 
     sizes = TinyBaseSizes(
         vocab_size=400,
@@ -117,14 +110,7 @@ def build_seg_model(root: Path) -> Path:
         sam_iou_head_hidden_dim=64,
     )
     base = build_tiny_base(root / "base", [CORPUS], sizes)
-    tokenizer = load_tokenizer(base["version"])
-    model = build_lisa(
-        str(base["version"]),
-        tokenizer,
-        vision_tower=str(base["vision_tower"]),
-        vision_pretrained=str(base["vision_pretrained"]),
-        out_dim=sizes.sam_prompt_embed_dim,
-    )
+    model, tokenizer = lisa_of_base(base, out_dim=sizes.sam_prompt_embed_dim)
     say_seg_always(model)
     model.config.vision_tower = str(base["vision_tower"])
     model.save_pretrained(root / "model")

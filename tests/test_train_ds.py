@@ -9,7 +9,6 @@ merged model, the quick start's second stage (--weight, --trainable heads, --ans
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.builder import LoraSettings, apply_lora, build_lisa
+from model.builder import LoraSettings, apply_lora
 from model.checkpoint_files import load_state_dict_file
 from model.loading import load_pretrained_model
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
-from tools.toy_dataset import make_toy_dataset
+from tests.toy_runs import base_flags, free_port, lisa_of_base, make_toy_inputs
+from tools.tiny_base import TinyBaseSizes
 from utils.conversation import build_chat_prompt
-from utils.tokenization import load_tokenizer, tokenizer_image_token
+from utils.tokenization import tokenizer_image_token
 from utils.transforms import load_image
 
 pytestmark = pytest.mark.slow
@@ -42,34 +41,27 @@ SIZES = TinyBaseSizes(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_ds")
-    dataset = root / "dataset"
-    make_toy_dataset(
-        dataset, seed=0, num_train=24, num_val=6, num_test=2, num_refer=12, num_sem_seg=12
-    )
-    base = build_tiny_base(
-        root / "base", ["Please segment the red circle. Sure, it is the shape."], SIZES
+    dataset, base = make_toy_inputs(
+        root,
+        SIZES,
+        "Please segment the red circle. Sure, it is the shape.",
+        num_train=24,
+        num_val=6,
+        num_test=2,
+        num_refer=12,
+        num_sem_seg=12,
     )
     return root, dataset, base
 
 
-def common_args(workspace, exp_name: str) -> list[str]:
+def common_args(workspace, exp_name: str, version: Path | None = None) -> list[str]:
+    """The flags of a run on the toy data (from ``version`` when given, else the base)."""
     root, dataset, base = workspace
     return [
-        "--version",
-        str(base["version"]),
-        "--vision-tower",
-        str(base["vision_tower"]),
-        "--vision_pretrained",
-        str(base["vision_pretrained"]),
+        *base_flags(base, version),
         "--dataset_dir",
         str(dataset),
         "--image_size",
@@ -177,6 +169,49 @@ def test_training_validates_and_checkpoints(trained_run):
     assert all(-1.0 <= event.value <= 1.0 for event in events.Scalars("val/prompt_cosine"))
 
 
+def merge_lora(base: dict[str, Path], weights: Path, merged: Path) -> str:
+    """The merge script on a LoRA (r 4) run's consolidated weights; its output."""
+    return run(
+        [
+            sys.executable,
+            "merge_lora_weights_and_save_hf_model.py",
+            *base_flags(base),
+            f"--weight={weights}",
+            f"--save_path={merged}",
+            "--lora_r=4",
+            "--precision=fp32",
+        ]
+    )
+
+
+def assert_merged_answers_as_trained(merged: Path, base, weights: Path, dataset: Path) -> None:
+    """The merged directory gives the logits and the answer the trained (unmerged) weights give."""
+    tokenizer, merged_model, processor = load_pretrained_model(merged, device="cpu")
+    trained = apply_lora(lisa_of_base(base)[0], LoraSettings(r=4))
+    trained.load_state_dict(load_state_dict_file(weights))
+    trained.eval()
+    image_path = sorted((dataset / "reason_seg" / "ReasonSeg" / "val").glob("*.jpg"))[0]
+    image = processor(load_image(image_path))
+    prompt = build_chat_prompt("Can you segment the largest shape in this image?", "llava_v1", True)
+    ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)])
+    args = (image.images_clip, image.images, ids, [image.resize], [image.original_size])
+    inputs = dict(
+        images=image.images,
+        images_clip=image.images_clip,
+        input_ids=ids,
+        resize_list=[image.resize],
+        label_list=[torch.zeros(image.original_size)],
+        inference=True,
+        output_logits=True,
+    )
+    with torch.no_grad():
+        merged_out, trained_out = merged_model(**inputs), trained(**inputs)
+    torch.testing.assert_close(merged_out.logits, trained_out.logits, atol=1e-4, rtol=1e-4)
+    merged_ids, _ = merged_model.evaluate(*args, max_new_tokens=8)
+    trained_ids, _ = trained.get_base_model().evaluate(*args, max_new_tokens=8)
+    assert merged_ids.tolist() == trained_ids.tolist()
+
+
 def test_conversion_merge_and_eval_only(trained_run, workspace):
     run_dir, _ = trained_run
     root, dataset, base = workspace
@@ -188,101 +223,24 @@ def test_conversion_merge_and_eval_only(trained_run, workspace):
     assert weights.is_file()
 
     merged = root / "merged"
-    output = run(
-        [
-            sys.executable,
-            "merge_lora_weights_and_save_hf_model.py",
-            "--version",
-            str(base["version"]),
-            "--vision-tower",
-            str(base["vision_tower"]),
-            "--vision_pretrained",
-            str(base["vision_pretrained"]),
-            "--weight",
-            str(weights),
-            "--save_path",
-            str(merged),
-            "--lora_r",
-            "4",
-            "--precision",
-            "fp32",
-        ]
-    )
+    output = merge_lora(base, weights, merged)
     assert "vision tower not included" in output
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.model").is_file()
-
-    # the merged directory gives what the trained (unmerged) weights give
-    tokenizer, merged_model, processor = load_pretrained_model(merged, device="cpu")
-    trained = apply_lora(
-        build_lisa(
-            str(base["version"]),
-            load_tokenizer(base["version"]),
-            vision_tower=str(base["vision_tower"]),
-            vision_pretrained=str(base["vision_pretrained"]),
-        ),
-        LoraSettings(r=4),
-    )
-    trained.load_state_dict(load_state_dict_file(weights))
-    trained.eval()
-    image_path = sorted((dataset / "reason_seg" / "ReasonSeg" / "val").glob("*.jpg"))[0]
-    image = processor(load_image(image_path))
-    prompt = build_chat_prompt("Can you segment the largest shape in this image?", "llava_v1", True)
-    ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)])
-    args = (image.images_clip, image.images, ids, [image.resize], [image.original_size])
-    with torch.no_grad():
-        merged_out = merged_model(
-            images=image.images,
-            images_clip=image.images_clip,
-            input_ids=ids,
-            resize_list=[image.resize],
-            label_list=[torch.zeros(image.original_size)],
-            inference=True,
-            output_logits=True,
-        )
-        trained_out = trained(
-            images=image.images,
-            images_clip=image.images_clip,
-            input_ids=ids,
-            resize_list=[image.resize],
-            label_list=[torch.zeros(image.original_size)],
-            inference=True,
-            output_logits=True,
-        )
-    torch.testing.assert_close(merged_out.logits, trained_out.logits, atol=1e-4, rtol=1e-4)
-    merged_ids, _ = merged_model.evaluate(*args, max_new_tokens=8)
-    trained_ids, _ = trained.get_base_model().evaluate(*args, max_new_tokens=8)
-    assert merged_ids.tolist() == trained_ids.tolist()
+    assert_merged_answers_as_trained(merged, base, weights, dataset)
 
     # validation alone, of the merged model, reproduces the best epoch's score
     output = run(
         launcher()
-        + [
-            "--version",
-            str(merged),
-            "--vision-tower",
-            str(base["vision_tower"]),
-            "--dataset_dir",
-            str(dataset),
-            "--image_size",
-            "128",
-            "--workers",
-            "0",
-            "--log_base_dir",
-            str(root / "runs"),
-            "--exp_name",
-            "eval",
-            "--eval_only",
-            "--lora_r",
-            "0",
-        ]
+        + [f"--version={merged}", f"--vision-tower={base['vision_tower']}"]
+        + [f"--dataset_dir={dataset}", "--image_size=128", "--workers=0", "--lora_r=0"]
+        + [f"--log_base_dir={root / 'runs'}", "--exp_name=eval", "--eval_only"]
     )
     best = json.loads((run_dir / "best.json").read_text())
     giou = float(output.split("giou: ")[1].split(",")[0])
     assert giou == pytest.approx(best["giou"], abs=1e-3)
 
     # training goes on from the finished LISA model (the original failed there)
-    continued = common_args(workspace, "continued")
-    continued[continued.index("--version") + 1] = str(merged)
+    continued = common_args(workspace, "continued", version=merged)
     run(launcher() + continued + ["--epochs", "1", "--steps_per_epoch", "1", "--no_eval"])
     assert latest_tag(root / "runs" / "continued" / "ckpt_latest") == "global_step1"
 
@@ -293,13 +251,7 @@ def test_heads_stage_trains_only_the_heads_from_a_given_start(workspace):
     and --answer_templates is checked before anything is built. (The first optimizer step runs
     at learning rate 0, the start of the warm-up: three steps.)"""
     root, _, base = workspace
-    tokenizer = load_tokenizer(str(base["version"]))
-    model = build_lisa(
-        str(base["version"]),
-        tokenizer,
-        vision_tower=str(base["vision_tower"]),
-        vision_pretrained=str(base["vision_pretrained"]),
-    )
+    model, _ = lisa_of_base(base)
     generator = torch.Generator().manual_seed(0)
     start = {
         name: tensor + 0.01 * torch.randn(tensor.shape, generator=generator)

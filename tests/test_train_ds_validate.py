@@ -7,14 +7,12 @@ import torch
 from torch.utils.data import DataLoader
 
 import train_ds
-from model.builder import build_lisa
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
-from tools.toy_dataset import make_toy_dataset
+from tests.toy_runs import lisa_of_base, make_toy_inputs
+from tools.tiny_base import TinyBaseSizes
 from utils.collate import collate_fn
 from utils.data import SampleBuilder, ValDataset
 from utils.distributed import DistributedInfo
 from utils.metrics import intersection_and_union, mask_iou
-from utils.tokenization import load_tokenizer
 from utils.transforms import ClipTransform
 
 SIZES = TinyBaseSizes(
@@ -39,24 +37,17 @@ class EngineLike:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
-    make_toy_dataset(
-        root / "data", seed=0, num_train=2, num_val=5, num_test=1, num_refer=5, num_sem_seg=2
+    data, base = make_toy_inputs(
+        root, SIZES, num_train=2, num_val=5, num_test=1, num_refer=5, num_sem_seg=2
     )
-    base = build_tiny_base(root / "base", ["Please segment the red circle."], SIZES)
-    tokenizer = load_tokenizer(base["version"])
     torch.manual_seed(0)
-    model = build_lisa(
-        str(base["version"]),
-        tokenizer,
-        vision_tower=str(base["vision_tower"]),
-        vision_pretrained=str(base["vision_pretrained"]),
-    )
+    model, tokenizer = lisa_of_base(base)
     builder = SampleBuilder(
         clip_transform=ClipTransform.from_pretrained(base["vision_tower"]),
         image_size=SIZES.sam_image_size,
         conv_template="llava_v1",
     )
-    dataset = ValDataset(root / "data", "ReasonSeg|val", builder)
+    dataset = ValDataset(data, "ReasonSeg|val", builder)
     loader = DataLoader(
         dataset,
         batch_size=2,

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import merge_lora_weights_and_save_hf_model as merge
-from model.builder import LoraSettings, apply_lora, build_lisa
+from model.builder import LoraSettings, apply_lora
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
@@ -21,21 +21,12 @@ from tests.bad_inputs.user_files import (
     read_only,
     tool_lines,
 )
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tests.toy_runs import CORPUS, base_flags, lisa_of_base
+from tools.tiny_base import build_tiny_base
+from tools.tiny_configs import SCRIPTS_BASE
 from utils.output_dir import MANIFEST_NAME
-from utils.tokenization import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-SIZES = TinyBaseSizes(
-    vocab_size=600,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    sam_image_size=64,
-    sam_prompt_embed_dim=32,
-    sam_decoder_mlp_dim=64,
-    sam_iou_head_hidden_dim=32,
-)
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"}
 
 
@@ -43,18 +34,9 @@ MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.model", "tokenizer
 def workspace(tmp_path_factory):
     """A tiny base and a LoRA training result of it (the zero_to_fp32.py output's layout)."""
     root = tmp_path_factory.mktemp("merge_outputs")
-    base = build_tiny_base(root / "base", ["Please segment the red circle."], SIZES)
+    base = build_tiny_base(root / "base", [CORPUS], SCRIPTS_BASE)
     torch.manual_seed(0)
-    model = apply_lora(
-        build_lisa(
-            str(base["version"]),
-            load_tokenizer(base["version"]),
-            vision_tower=str(base["vision_tower"]),
-            vision_pretrained=str(base["vision_pretrained"]),
-            out_dim=32,
-        ),
-        LoraSettings(r=4),
-    )
+    model = apply_lora(lisa_of_base(base, out_dim=32)[0], LoraSettings(r=4))
     run = root / "runs" / "lisa"
     run.mkdir(parents=True)
     torch.save(model.state_dict(), run / "pytorch_model.bin")
@@ -64,9 +46,7 @@ def workspace(tmp_path_factory):
 def merge_args(workspace, save_path, *extra) -> list[str]:
     _, base, weight = workspace
     return [
-        f"--version={base['version']}",
-        f"--vision-tower={base['vision_tower']}",
-        f"--vision_pretrained={base['vision_pretrained']}",
+        *base_flags(base),
         f"--weight={weight}",
         f"--save_path={save_path}",
         "--lora_r=4",

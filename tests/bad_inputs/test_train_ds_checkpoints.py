@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
-from tools.toy_dataset import make_toy_dataset
+from tests.bad_inputs.broken_files import RunsCode, snapshot
+from tests.toy_runs import base_flags, free_port, make_toy_inputs
+from tools.tiny_configs import CHECKPOINTS_BASE
 from utils.checkpointing import (
     BEST,
     BEST_METRICS,
@@ -45,18 +45,6 @@ from utils.checkpointing import (
 from utils.deepspeed_safe_loading import load_weights_only
 
 REPO = Path(__file__).resolve().parents[2]
-SIZES = TinyBaseSizes(
-    vocab_size=600,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    sam_image_size=64,
-    sam_patch_size=8,
-    sam_embed_dim=32,
-    sam_prompt_embed_dim=32,
-    sam_decoder_mlp_dim=64,
-    sam_iou_head_hidden_dim=32,
-)
 SCHEDULE = ["--epochs", "1", "--steps_per_epoch", "2", "--save_steps", "1"]
 
 # Runs train_ds.py as `python train_ds.py ...` would, with one fault armed by its first argument.
@@ -93,31 +81,11 @@ runpy.run_path("train_ds.py", run_name="__main__")
 """
 
 
-class MarkerOnUnpickle:
-    """Creates ``marker`` when unpickled with full unpickling."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_checkpoints")
-    dataset = root / "dataset"
-    make_toy_dataset(
-        dataset, seed=0, num_train=4, num_val=2, num_test=1, num_refer=6, num_sem_seg=4
-    )
-    base = build_tiny_base(
-        root / "base", ["Please segment the red circle. Sure, it is the shape."], SIZES
+    dataset, base = make_toy_inputs(
+        root, CHECKPOINTS_BASE, "Please segment the red circle. Sure, it is the shape."
     )
     (root / "fault_runner.py").write_text(FAULT_RUNNER)
     return root, dataset, base
@@ -126,9 +94,7 @@ def workspace(tmp_path_factory):
 def flags(workspace, exp_name: str, *extra: str, log_base: Path | None = None) -> list[str]:
     root, dataset, base = workspace
     return [
-        f"--version={base['version']}",
-        f"--vision-tower={base['vision_tower']}",
-        f"--vision_pretrained={base['vision_pretrained']}",
+        *base_flags(base),
         f"--dataset_dir={dataset}",
         f"--log_base_dir={log_base or root / 'runs'}",
         f"--exp_name={exp_name}",
@@ -182,12 +148,6 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-
-
 def copy_run(source: Path, destination: Path) -> Path:
     """A copy with files of its own (the run's ckpt_model shares its files with ckpt_latest)."""
     shutil.copytree(source, destination)
@@ -202,7 +162,7 @@ def plant_pickle(state_file: Path, marker: Path) -> None:
     """Rewrite a real checkpoint file with one more entry whose unpickling creates ``marker``,
     and check that full unpickling of exactly these bytes would run it."""
     state = load_weights_only(state_file, map_location="cpu")
-    state["note"] = MarkerOnUnpickle(marker)
+    state["note"] = RunsCode(marker)
     state_file.unlink()  # a file of its own (not a hard link shared with another checkpoint)
     torch.save(state, state_file)
     probe = state_file.with_name("probe.bin")

@@ -16,32 +16,18 @@ import pytest
 import torch
 
 import train_ds
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
-from tools.toy_dataset import make_toy_dataset
+from tests.bad_inputs.broken_files import RunsCode, snapshot
+from tests.toy_runs import base_flags, make_toy_inputs
+from tools.tiny_configs import FLAGS_BASE
 
 REPO = Path(__file__).resolve().parents[2]
-SIZES = TinyBaseSizes(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
 BUILT_MARK = "trainable parameters"  # logged once the model is built
-
-
-class MarkerOnUnpickle:
-    """A pickle that would create a file when loaded with full unpickling."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_flags")
-    dataset = root / "dataset"
-    make_toy_dataset(
-        dataset, seed=0, num_train=4, num_val=2, num_test=1, num_refer=6, num_sem_seg=4
-    )
-    base = build_tiny_base(root / "base", ["Please segment the red circle."], SIZES)
+    dataset, base = make_toy_inputs(root, FLAGS_BASE)
     files = root / "files"
     files.mkdir()
     (files / "bad.json").write_text("{ not json")
@@ -49,7 +35,7 @@ def workspace(tmp_path_factory):
     (files / "batch.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 7}))
     (files / "stage.json").write_text(json.dumps({"zero_optimization": {"stage": 9}}))
     torch.save(torch.zeros(3), files / "bare_tensor.bin")
-    (files / "evil.bin").write_bytes(pickle.dumps(MarkerOnUnpickle(root / "pwned")))
+    (files / "evil.bin").write_bytes(pickle.dumps(RunsCode(root / "pwned")))
     (files / "text.bin").write_text("hello")
     (files / "a_file").write_text("user data")
     return root, dataset, base, files
@@ -58,9 +44,7 @@ def workspace(tmp_path_factory):
 def valid_args(workspace) -> list[str]:
     root, dataset, base, _ = workspace
     return [
-        f"--version={base['version']}",
-        f"--vision-tower={base['vision_tower']}",
-        f"--vision_pretrained={base['vision_pretrained']}",
+        *base_flags(base),
         f"--dataset_dir={dataset}",
         f"--log_base_dir={root / 'runs'}",
         "--image_size=64",
@@ -68,10 +52,6 @@ def valid_args(workspace) -> list[str]:
         "--precision=fp32",
         "--workers=0",
     ]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 # (extra flags, text the one-line message must contain); "{files}"/"{root}" are filled in.

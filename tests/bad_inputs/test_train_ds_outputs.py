@@ -12,42 +12,26 @@ import pytest
 
 import train_ds
 from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
-from tools.toy_dataset import make_toy_dataset
+from tests.toy_runs import base_flags, make_toy_inputs
+from tools.tiny_configs import SCRIPTS_BASE
 from utils.output_dir import OutputDirError
 from utils.run_dir import RUN_MARKER, create_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SIZES = TinyBaseSizes(
-    vocab_size=600,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    sam_image_size=64,
-    sam_prompt_embed_dim=32,
-    sam_decoder_mlp_dim=64,
-    sam_iou_head_hidden_dim=32,
-)
 BUILT_MARK = "trainable parameters"  # logged once the model is built
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_outputs")
-    dataset = root / "dataset"
-    make_toy_dataset(
-        dataset, seed=0, num_train=4, num_val=2, num_test=1, num_refer=6, num_sem_seg=4
-    )
-    base = build_tiny_base(root / "base", ["Please segment the red circle."], SIZES)
+    dataset, base = make_toy_inputs(root, SCRIPTS_BASE)
     return root, dataset, base
 
 
 def train_args(workspace, log_base_dir: Path, exp_name: str, *extra: str) -> list[str]:
     _, dataset, base = workspace
     return [
-        f"--version={base['version']}",
-        f"--vision-tower={base['vision_tower']}",
-        f"--vision_pretrained={base['vision_pretrained']}",
+        *base_flags(base),
         f"--dataset_dir={dataset}",
         f"--log_base_dir={log_base_dir}",
         f"--exp_name={exp_name}",
