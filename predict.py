@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conv_type", default="llava_v1", choices=list(CONV_TYPES))
     parser.add_argument("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--batch_size", default=1, type=int, help="images per forward pass")
+    parser.add_argument(
+        "--pack_conversations",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the questions about one image as one LLM row, the prefix they share once "
+        "(the same masks, less work)",
+    )
     parser.add_argument("--workers", default=2, type=int, help="data loading processes")
     args = parser.parse_args(argv)
     if args.load_in_8bit and args.load_in_4bit:
@@ -205,6 +212,7 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
         reason = " ".join(str(error).split())  # library messages may span several lines
         print(f"predict.py: cannot load --version={args.version}: {reason}", file=sys.stderr)
         return 1
+    model.pack_conversations = args.pack_conversations
     builder = SampleBuilder(
         clip_transform=preprocessor.clip,
         image_size=preprocessor.sam.image_size,

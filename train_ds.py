@@ -176,6 +176,7 @@ def build_model(
     """LISA with its adapters and trainable parameters chosen, --weight loaded; its tokenizer."""
     tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
     model = build_lisa_from_settings(model_settings(config), tokenizer, dtype)
+    model.pack_conversations = config.pack_conversations
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}

@@ -180,7 +180,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         self.model = LisaModel(config)
         # One LLM row per image for the conversations about it (see model.packing): a setting
         # of the run, not of the checkpoint, so not in the config.
-        self.pack_conversations = False
+        self.pack_conversations = True
         self.post_init()
 
     def get_model(self) -> LisaModel:

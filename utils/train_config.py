@@ -46,6 +46,7 @@ class TrainConfig:
     use_mm_start_end: bool = True  # wrap the image tokens in <im_start> ... <im_end>
     train_mask_decoder: bool = True  # False freezes the SAM mask decoder
     gradient_checkpointing: bool = True  # recompute activations in the backward pass
+    pack_conversations: bool = True  # one LLM row per image, its shared prefix computed once
     load_in_8bit: bool = False  # refused: quantized loading is for inference only
     load_in_4bit: bool = False  # refused, as --load_in_8bit
 
@@ -326,6 +327,14 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
         help="train the SAM mask decoder (--no-train_mask_decoder freezes it)",
     )
     add("--gradient_checkpointing", action=ON_OFF, default=d.gradient_checkpointing)
+    add(
+        "--pack_conversations",
+        action=ON_OFF,
+        default=d.pack_conversations,
+        help="run the conversations about one image as one LLM row, the prefix they share "
+        "(system prompt, image) once: the same losses and masks, less work "
+        "(--no-pack_conversations: one row per conversation)",
+    )
     add("--load_in_8bit", action=ON_OFF, default=d.load_in_8bit, help="not supported for training")
     add("--load_in_4bit", action=ON_OFF, default=d.load_in_4bit, help="not supported for training")
 
