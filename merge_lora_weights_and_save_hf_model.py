@@ -28,11 +28,12 @@ from model.builder import (
     LoraSettings,
     apply_lora,
     build_lisa_from_settings,
+    load_trained_weights,
     lora_settings_from,
     model_settings_from,
     unwrap_lisa,
 )
-from model.checkpoint_files import CheckpointError, load_state_dict_file, read_tensor_shapes
+from model.checkpoint_files import CheckpointError
 from model.loading import PRECISIONS
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
@@ -40,7 +41,12 @@ from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags, flags_off_default
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 from utils.tokenization import load_tokenizer
-from utils.train_config import NO_SAM_FILE, add_lora_flags, config_from_namespace
+from utils.train_config import (
+    NO_SAM_FILE,
+    add_lora_flags,
+    check_state_dict_file,
+    config_from_namespace,
+)
 
 logger = logging.getLogger("merge")
 PROGRAM = "merge"
@@ -148,10 +154,9 @@ def merge(config: MergeConfig) -> Path:
         UsageError, CheckpointError, OutputDirError: one sentence naming the flag or file.
     """
     announce_ignored_flags(config.ignored_flags(), PROGRAM)
-    for flag, path in (("--version", config.version), ("--weight", config.weight)):
-        if not Path(path).exists():
-            raise UsageError(f"{flag}: {path} does not exist")
-    read_tensor_shapes(config.weight)  # a file that is no state dict: said before the model builds
+    if not Path(config.version).exists():
+        raise UsageError(f"--version: {config.version} does not exist")
+    check_state_dict_file(config.weight, "--weight")  # said before the model builds
     output = OutputFolder(
         config.save_path,
         flag="--save_path",
@@ -188,7 +193,7 @@ def merged_model(config: MergeConfig):
     lora = lora_settings(config)
     if lora is not None:
         model = apply_lora(model, lora)
-    load_trained_weights(model, config.weight)
+    load_merge_weights(model, config.weight)
     if lora is not None:
         model = model.merge_and_unload()
     lisa = unwrap_lisa(model).to(PRECISIONS[config.precision])
@@ -199,17 +204,9 @@ def merged_model(config: MergeConfig):
     return lisa, state, tokenizer
 
 
-def load_trained_weights(model: torch.nn.Module, weight: str) -> None:
+def load_merge_weights(model: torch.nn.Module, weight: str) -> None:
     """--weight into the model; every key must fit and the trained ones must all be there."""
-    state = load_state_dict_file(weight)
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise UsageError(
-            f"--weight: {weight} has {len(unexpected)} keys this model lacks "
-            f"(e.g. {unexpected[:2]}); check --lora_r / --lora_target_modules / "
-            "--use_mm_start_end against the training run"
-        )
+    missing = load_trained_weights(model, weight)
     # DeepSpeed may leave out frozen weights (--exclude_frozen_parameters); those come from --version.
     trained_missing = [
         k for k in missing if "lora_" in k or "text_hidden_fcs" in k or "mask_decoder" in k

@@ -38,6 +38,7 @@ from model.builder import (
     ModelSettings,
     apply_lora,
     build_lisa_from_settings,
+    load_trained_weights,
     lora_settings_from,
     model_settings_from,
     set_trainable,
@@ -651,17 +652,8 @@ def announce_checkpoint(path: Path, global_step: int, info) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a state dict saved by zero_to_fp32.py (or a merged model's) into the model."""
-    from model.checkpoint_files import load_state_dict_file
-
-    state = load_state_dict_file(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "inv_freq" not in k]
-    if unexpected or (missing and len(missing) == len(list(model.state_dict()))):
-        raise UsageError(
-            f"--weight: {path} does not fit this model ({len(unexpected)} unexpected keys, "
-            f"e.g. {unexpected[:3]})"
-        )
+    """--weight (zero_to_fp32.py's output, or a merged model's weights) into the model."""
+    missing = load_trained_weights(model, path)
     if missing:
         logger.warning(
             "--weight: %d keys not in %s keep their loaded values (e.g. %s)",

@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from model.checkpoint_files import read_tensor_shapes
+from model.checkpoint_files import load_state_dict_file, read_tensor_shapes
 from model.config import LisaConfig
 from model.LISA import (
     SAM_PREFIX,
@@ -238,6 +238,34 @@ def set_trainable(model: nn.Module, recipe: str, *, train_mask_decoder: bool = T
         if trainable:
             names.append(name)
     return names
+
+
+def load_trained_weights(model: nn.Module, path: str | Path, flag: str = "--weight") -> list[str]:
+    """A consolidated state dict (zero_to_fp32.py's output, a merged model's weights) into
+    ``model`` (LISA or its PEFT wrapper), not strictly: every tensor of the file must be one of
+    the model's (the rotary ``inv_freq`` buffers older transformers saved are passed over), the
+    model's others keep their values. train_ds.py --weight and the merge load through here.
+
+    Returns:
+        The names of the model's tensors the file lacks (DeepSpeed may leave out frozen ones).
+
+    Raises:
+        CheckpointError: the file cannot be read as a state dict.
+        UsageError: the file has tensors the model lacks, or none of the model's (named by
+            ``flag``).
+    """
+    state = load_state_dict_file(path)
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise UsageError(
+            f"{flag}: {path} has {len(unexpected)} tensors this model lacks (e.g. "
+            f"{unexpected[:2]}); check --lora_r / --lora_target_modules / --use_mm_start_end "
+            "against the training run"
+        )
+    if len(missing) == len(model.state_dict()):
+        raise UsageError(f"{flag}: {path} holds none of this model's tensors")
+    return missing
 
 
 def unwrap_lisa(model: nn.Module) -> LISAForCausalLM:

@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from model.builder import LoraSettings, apply_lora, lora_target_names, set_trainable, unwrap_lisa
+from model.builder import (
+    LoraSettings,
+    apply_lora,
+    load_trained_weights,
+    lora_target_names,
+    set_trainable,
+    unwrap_lisa,
+)
 from model.LISA import LISAForCausalLM
+from utils.errors import UsageError
 from utils.train_config import TRAINABLE_RECIPES
 
 
@@ -85,3 +93,31 @@ def test_no_train_mask_decoder_freezes_the_decoder_in_every_recipe(model, recipe
     frozen_decoder = set(set_trainable(model, recipe, train_mask_decoder=False))
     assert frozen_decoder == trained - decoder
     assert not any(p.requires_grad for p in model.model.visual_model.mask_decoder.parameters())
+
+
+def test_trained_weights_load_not_strictly_and_name_what_the_file_lacks(model, tmp_path):
+    own = model.state_dict()
+    decoder = {k: v + 1 for k, v in own.items() if "mask_decoder" in k}
+    # older transformers saved the rotary buffers; they are passed over
+    torch.save(
+        {**decoder, "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)},
+        tmp_path / "w.bin",
+    )
+    missing = load_trained_weights(model, tmp_path / "w.bin")
+    assert set(missing) == set(own) - set(decoder)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in decoder.items())
+
+
+def test_a_tensor_the_model_lacks_is_one_sentence_naming_the_flag(model, tmp_path):
+    path = tmp_path / "w.bin"
+    torch.save({"base_model.model.lm_head.lora_A.weight": torch.zeros(2)}, path)
+    with pytest.raises(UsageError, match=r"^--weight: .*w\.bin has 1 tensors this model lacks"):
+        load_trained_weights(model, path)
+
+
+def test_a_file_with_none_of_the_models_tensors_is_refused(model, tmp_path):
+    path = tmp_path / "w.bin"
+    torch.save({"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)}, path)
+    with pytest.raises(UsageError, match="holds none of this model's tensors"):
+        load_trained_weights(model, path)
