@@ -55,7 +55,7 @@ from model.segment_anything import (
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
 from utils.batch import LisaBatch, one_prompt_per_image_offset
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from utils.sam_input import normalize_sam_input
+from utils.sam_input import sam_encoder_input
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,8 @@ class LISAForCausalLM(LlamaForCausalLM):
         """SAM decoding of the projected [SEG] states.
 
         Args:
-            images: [B, 3, S, S] SAM inputs, uint8 or normalised (see :class:`LisaBatch`).
+            images: SAM inputs: uint8 pixels [B, 3, H, W] or normalised [B, 3, S, S] (see
+                :class:`LisaBatch`).
             embeddings_per_image: B tensors [n_i, out_dim].
             resize_list: (h', w') of each image inside the S x S input.
             original_sizes: (H, W) to return the masks at.
@@ -288,6 +289,7 @@ class LISAForCausalLM(LlamaForCausalLM):
         sam = self.model.visual_model
         encoder = sam.image_encoder
         encoder_dtype = next(encoder.parameters()).dtype
+        side = sam.image_size  # the encoder's square input
         train_encoder = torch.is_grad_enabled() and any(
             p.requires_grad for p in encoder.parameters()
         )
@@ -308,7 +310,9 @@ class LISAForCausalLM(LlamaForCausalLM):
                 image_embedding = self._blank_image_embedding(embeddings)
             else:
                 with torch.set_grad_enabled(train_encoder):
-                    sam_input = normalize_sam_input(images[i : i + 1], resize_list[i : i + 1])
+                    sam_input = sam_encoder_input(
+                        images[i : i + 1], original_sizes[i : i + 1], resize_list[i : i + 1], side
+                    )  # (1, 3, S, S) float32
                     image_embedding = encoder(sam_input.to(encoder_dtype))  # (1, 256, g, g)
             embeddings = embeddings.to(image_embedding.dtype)
             sparse, dense = sam.prompt_encoder(

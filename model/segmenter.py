@@ -35,6 +35,7 @@ from utils.constants import (
     SEG_TOKEN,
 )
 from utils.conversation import build_chat_prompt
+from utils.sam_input import stack_sam_pixels
 from utils.tokenization import LegacyLlamaTokenizer, decode_answer, tokenizer_image_token
 from utils.transforms import (
     ImagePreprocessor,
@@ -321,7 +322,7 @@ class LisaSegmenter:
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
         batch = LisaBatch(
-            images=torch.cat([p.images for p in prepared]),
+            images=stack_sam_pixels([p.images[0] for p in prepared]),
             images_clip=torch.cat([p.images_clip for p in prepared]),
             input_ids=ids,
             attention_mask=mask,

@@ -20,9 +20,10 @@ class LisaBatch:
     """B images and the N conversations about them (N >= B: an image may have several).
 
     Tensors:
-        images: [B, 3, S, S] SAM inputs padded to S x S with zeros: uint8 pixels (what the
-            data code makes; the model normalises them where SAM runs, see
-            ``utils.sam_input``), or float, already normalised.
+        images: SAM inputs, either [B, 3, H, W] uint8, image i's decoded pixels in the top-left
+            ``original_sizes[i]`` corner and zeros around (what the data code makes; the model
+            resizes, normalises and pads them where SAM runs: ``utils.sam_input``), or
+            [B, 3, S, S] float, already resized, normalised and padded to S x S.
         images_clip: [B, 3, s, s] float, CLIP inputs; CLIP runs once per image.
         input_ids: [N, L] long, right-padded with the pad id; the image sentinel
             ``IMAGE_TOKEN_INDEX`` (-200) once per row, where the image's features go.
@@ -76,8 +77,8 @@ class LisaBatch:
         """The batch on ``device`` (one copy per tensor), float images in ``dtype`` when given.
 
         Ids, masks and ground truth keep their dtypes; only the image inputs take the model's
-        precision. uint8 SAM inputs stay uint8 (a quarter of the bytes to copy): the model
-        normalises them in float32 on its device, then casts.
+        precision. uint8 SAM inputs stay uint8 (the bytes of the decoded image, no more): the
+        model makes the encoder's float32 input from them on its device, then casts.
         """
 
         def move(tensor: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from utils.batch import LisaBatch
 from utils.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SEG_TOKEN
 from utils.conversation import get_conv_template, wrap_image_token
 from utils.data.sample import Sample
+from utils.sam_input import stack_sam_pixels
 from utils.tokenization import tokenizer_image_token
 
 __all__ = ["Sample", "collate_fn", "mask_instruction_labels"]
@@ -117,7 +118,7 @@ def collate_fn(
         ids, labels, gt_masks = truncate(batch, offset, ids, labels, gt_masks, limit, tokenizer)
     input_ids, targets, attention_mask = pad(ids, labels, tokenizer.pad_token_id)
     return LisaBatch(
-        images=torch.stack([sample.image for sample in batch], dim=0),
+        images=stack_sam_pixels([sample.image for sample in batch]),
         images_clip=torch.stack([sample.image_clip for sample in batch], dim=0),
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -1,9 +1,9 @@
 """Image loading and the two image transforms (SAM input and CLIP input), used everywhere.
 
 Both transforms take an RGB ``uint8`` array ``[H, W, 3]`` as :func:`load_image` returns it and
-reproduce the original pipeline bit for bit: SAM's ``ResizeLongestSide`` + pad (kept uint8; the
-normalisation follows on the model's device, :mod:`utils.sam_input`), and transformers'
-``CLIPImageProcessor`` (slow PIL path) as configured in a vision tower directory.
+reproduce the original pipeline bit for bit: SAM's ``ResizeLongestSide`` + normalise + pad (done
+on the model's device, :mod:`utils.sam_input`; :class:`SamTransform` hands over the pixels), and
+transformers' ``CLIPImageProcessor`` (slow PIL path) as configured in a vision tower directory.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.regular_files import check_regular_file
+from utils.sam_input import longest_side_shape
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -78,18 +78,13 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
 # --- SAM ------------------------------------------------------------------------------------------
 
 
-def longest_side_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(h', w') with the longer side scaled to ``long_side``, rounded as SAM's ResizeLongestSide."""
-    scale = long_side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 class SamTransform:
-    """RGB uint8 ``[H, W, 3]`` -> SAM input ``[3, S, S]`` uint8 and the resized (h', w').
+    """RGB uint8 ``[H, W, 3]`` -> SAM's input as it travels: the pixels ``[3, H, W]`` uint8
+    (channels first, a view of the array) and (h', w'), the size they are resized to.
 
-    Longest side to ``image_size`` (PIL bilinear), zeros padded at the bottom and right. The
-    normalisation ``(x - mean) / std`` happens where the encoder runs
-    (:func:`utils.sam_input.normalize_sam_input`): uint8 is a quarter of the bytes to move.
+    The resize (longest side to ``image_size``, Pillow's bilinear), normalisation and padding
+    happen on the model's device (:func:`utils.sam_input.sam_encoder_input`), with the numbers of
+    :meth:`resize`, which does the resize with Pillow on the CPU.
     """
 
     def __init__(self, image_size: int = 1024) -> None:  # SAM's encoder input side
@@ -97,33 +92,30 @@ class SamTransform:
             raise ValueError(f"image_size must be positive, got {image_size}.")
         self.image_size = image_size
 
-    def resize(self, image: np.ndarray) -> np.ndarray:
-        """[H, W, 3] uint8 -> [h', w', 3] uint8 with max(h', w') = image_size."""
-        return np.array(self._resized_view(image))
-
-    def _resized_view(self, image: np.ndarray) -> np.ndarray:
-        """:meth:`resize` without the final copy (the result may be read-only)."""
+    def resize_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """(h', w') with max(h', w') = image_size; ValueError when a side would be 0 pixels."""
         _check_rgb(image)
         height, width = longest_side_shape(image.shape[0], image.shape[1], self.image_size)
-        if (height, width) == image.shape[:2]:
-            return image
-        resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
-        return np.asarray(resized)
+        if 0 in (height, width):
+            raise ValueError(
+                f"a {image.shape[1]}x{image.shape[0]} image is too narrow to scale to "
+                f"{self.image_size} pixels on its long side."
+            )
+        return height, width
 
-    def pad(self, resized: np.ndarray) -> torch.Tensor:
-        """[h', w', 3] uint8 -> [3, S, S] uint8, channels first, zero-padded bottom/right."""
-        _check_rgb(resized, "resized")
-        height, width = resized.shape[:2]
-        out = np.zeros((3, self.image_size, self.image_size), dtype=np.uint8)  # [3, S, S]
-        # OpenCV's split copies each channel out of the interleaved pixels several times
-        # faster than a strided numpy transpose.
-        for channel, plane in enumerate(cv2.split(resized)):
-            out[channel, :height, :width] = plane
-        return torch.from_numpy(out)
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """[H, W, 3] uint8 -> [h', w', 3] uint8 with max(h', w') = image_size, with Pillow."""
+        height, width = self.resize_shape(image)
+        if (height, width) == image.shape[:2]:
+            return image.copy()
+        resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+        return np.array(resized)
 
     def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        resized = self._resized_view(image)  # no copy: a fresh 1024-px copy costs milliseconds
-        return self.pad(resized), (resized.shape[0], resized.shape[1])
+        size = self.resize_shape(image)
+        if not image.flags.writeable:  # torch refuses to share a read-only array
+            image = image.copy()
+        return torch.from_numpy(image).permute(2, 0, 1), size
 
 
 # --- CLIP -----------------------------------------------------------------------------------------
@@ -259,8 +251,8 @@ class PreparedImage:
     """One image ready for the model (batch dimension included)."""
 
     images_clip: torch.Tensor  # [1, 3, h, w] CLIP input
-    images: torch.Tensor  # [1, 3, S, S] uint8 SAM input (resized, zero-padded)
-    resize: tuple[int, int]  # (h', w') of the image inside the SAM input
+    images: torch.Tensor  # [1, 3, H, W] uint8 SAM input: the pixels (resized on the device)
+    resize: tuple[int, int]  # (h', w'), the size SAM's input resizes it to
     original_size: tuple[int, int]  # (H, W)
 
 

@@ -11,7 +11,7 @@ import torch
 from model.loading import load_pretrained_model, resolve_dtype
 from model.vision_tower import VisionTowerNotFoundError
 from utils.conversation import build_chat_prompt
-from utils.sam_input import normalize_sam_input
+from utils.sam_input import sam_encoder_input
 from utils.tokenization import decode_answer, tokenizer_image_token
 from utils.transforms import load_image
 
@@ -25,8 +25,8 @@ def test_chat_path_reproduces_the_original_chat(tiny_lisa_dir, tiny_cases_dir):
     assert model.config.seg_token_idx == 512 and tokenizer.pad_token_id == 0
     image = processor(load_image(tiny_cases_dir / "img1.png"))
     expected = np.load(tiny_cases_dir / "preprocess_img1.npz")
-    assert image.images.dtype == torch.uint8  # normalised by the model, where SAM runs
-    sam_input = normalize_sam_input(image.images, [image.resize])
+    assert image.images.dtype == torch.uint8  # resized and normalised where SAM runs
+    sam_input = sam_encoder_input(image.images, [image.original_size], [image.resize], 1024)
     np.testing.assert_allclose(sam_input.numpy(), expected["sam_input"], atol=1e-5)
     np.testing.assert_allclose(image.images_clip.numpy(), expected["images_clip"], atol=1e-5)
     prompt = build_chat_prompt(meta["user_text"], "llava_v1", use_mm_start_end=True)

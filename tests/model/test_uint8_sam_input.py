@@ -1,5 +1,5 @@
-"""The model takes the uint8 SAM inputs the data code makes and normalises them where SAM runs:
-the same losses, masks and gradients as the normalised float32 inputs, on every job."""
+"""The model takes the uint8 pixels the data code hands over and makes SAM's input where SAM
+runs: the same losses, masks and gradients as the float32 inputs the data code made before."""
 
 import dataclasses
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from model.LISA import LISAForCausalLM
+from tests.utils.test_sam_input import former_sam_input
 from utils.batch import LisaBatch
-from utils.sam_input import normalize_sam_input
+from utils.sam_input import stack_sam_pixels
 from utils.transforms import SamTransform
 
 from .test_lisa import make_batch
@@ -21,27 +22,27 @@ def model(tiny_random_lisa_dir):
     return LISAForCausalLM.from_pretrained(tiny_random_lisa_dir)
 
 
-def with_uint8_images(batch: LisaBatch, side: int) -> LisaBatch:
-    """The batch with real uint8 SAM inputs (random pictures of its images' original sizes)."""
+def uint8_and_float(batch: LisaBatch, side: int) -> tuple[LisaBatch, LisaBatch]:
+    """The batch with random pictures of its images' sizes: as the data code makes them now
+    (uint8 pixels), and as it made them before (resized, normalised, padded float32)."""
     rng = np.random.default_rng(0)
     sam = SamTransform(side)
-    prepared = [
-        sam(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for size in batch.original_sizes
-    ]
-    batch.images = torch.stack([pixels for pixels, _ in prepared])
-    batch.resize_sizes = tuple(size for _, size in prepared)
-    return batch
-
-
-def as_float(batch: LisaBatch) -> LisaBatch:
-    """The same batch with the float32 SAM inputs the data code used to make."""
-    return dataclasses.replace(batch, images=normalize_sam_input(batch.images, batch.resize_sizes))
+    pictures = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in batch.original_sizes]
+    prepared = [sam(picture) for picture in pictures]
+    pixels = dataclasses.replace(
+        batch,
+        images=stack_sam_pixels([p for p, _ in prepared]),
+        resize_sizes=[size for _, size in prepared],
+    )
+    floats = dataclasses.replace(
+        pixels, images=torch.stack([former_sam_input(picture, side) for picture in pictures])
+    )
+    return pixels, floats
 
 
 def test_training_losses_and_gradients_equal_the_float_inputs(model):
-    pixels = with_uint8_images(typed(make_batch((2, 1))), side=128)
-    assert pixels.images.dtype == torch.uint8
-    floats = as_float(pixels)
+    pixels, floats = uint8_and_float(typed(make_batch((2, 1))), side=128)
+    assert pixels.images.dtype == torch.uint8 and pixels.images.shape == (2, 3, 64, 70)
     results = []
     for batch in (pixels.to("cpu", torch.float32), floats.to("cpu", torch.float32)):
         model.zero_grad()
@@ -56,9 +57,9 @@ def test_training_losses_and_gradients_equal_the_float_inputs(model):
 
 
 def test_masks_equal_the_float_inputs(model):
-    pixels = with_uint8_images(typed(make_batch((2, 1, 2))), side=128)
+    pixels, floats = uint8_and_float(typed(make_batch((2, 1, 2))), side=128)
     with torch.no_grad():
         from_uint8 = model.predict_masks(pixels.to("cpu"))
-        from_float = model.predict_masks(as_float(pixels))
+        from_float = model.predict_masks(floats)
     for a, b in zip(from_uint8.pred_masks, from_float.pred_masks, strict=True):
         assert torch.equal(a, b)

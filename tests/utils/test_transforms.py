@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.sam_input import normalize_sam_input
+from utils.sam_input import pil_bilinear_in_torch, sam_encoder_input
 from utils.transforms import (
     ClipTransform,
     SamTransform,
@@ -43,8 +43,11 @@ def test_preprocessing_matches_reference(name, tiny_cases_dir, tiny_lisa_dir):
     np.testing.assert_array_equal(sam.resize(image), expected["sam_resized_uint8"])
     pixels, resize = sam(image)
     assert list(resize) == expected["resize"].tolist() == meta["resize_hw"]
-    assert pixels.shape == (3, 1024, 1024) and pixels.dtype == torch.uint8
-    sam_input = normalize_sam_input(pixels[None], [resize])[0]
+    assert pixels.shape == (3, *image.shape[:2]) and pixels.dtype == torch.uint8
+    # the resize the model's device does, in tensor operations
+    resized = pil_bilinear_in_torch(pixels, resize).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(resized, expected["sam_resized_uint8"])
+    sam_input = sam_encoder_input(pixels[None], [image.shape[:2]], [resize], side=1024)[0]
     torch.testing.assert_close(
         sam_input, torch.from_numpy(expected["sam_input"][0]), atol=1e-5, rtol=0
     )
@@ -77,13 +80,12 @@ def test_longest_side_shape():
     assert longest_side_shape(1024, 1024, 1024) == (1024, 1024)
 
 
-def test_sam_transform_pads_bottom_right_with_zeros(rgb):
+def test_sam_transform_hands_over_the_pixels_and_the_resize_size(rgb):
     sam = SamTransform(image_size=64)
     x, (h, w) = sam(rgb)
-    assert x.shape == (3, 64, 64) and (h, w) == longest_side_shape(37, 53, 64) == (45, 64)
-    assert x.dtype == torch.uint8
-    assert x[:, h:, :].sum() == 0 and x[:, :, w:].sum() == 0
-    assert torch.equal(x[:, :h, :w], torch.from_numpy(sam.resize(rgb)).permute(2, 0, 1))
+    assert (h, w) == longest_side_shape(37, 53, 64) == (45, 64)
+    assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(rgb).permute(2, 0, 1))
+    assert sam.resize(rgb).shape == (45, 64, 3)
 
 
 def test_sam_transform_keeps_an_image_already_at_size():

@@ -13,7 +13,7 @@ class Sample:
     """Everything a dataset returns for one image (the original's 10-tuple, in the same order)."""
 
     image_path: str
-    image: torch.Tensor  # [3, S, S] uint8 SAM input (resized, zero-padded; normalised by the model)
+    image: torch.Tensor  # [3, H, W] uint8 SAM input: the decoded pixels (resized by the model)
     image_clip: torch.Tensor  # [3, h, w] float32 CLIP input
     conversations: list[str]  # full conversations about this image, each with one "<image>"
     masks: torch.Tensor  # [n, H, W] ground truth, one per [SEG] over all conversations, in order

@@ -81,7 +81,8 @@ def test_every_sample_is_well_formed(tree, clip_transform):
         assert set(sample.masks.unique().tolist()) <= {0.0, 1.0}
         assert sample.label.shape == sample.masks.shape[1:]
         assert all(c.count("<image>") == 1 for c in sample.conversations)
-        assert sample.image.shape == (3, 64, 64) and sample.image_clip.shape == (3, 32, 32)
+        assert sample.image.shape == (3, *sample.label.shape) and sample.image.dtype == torch.uint8
+        assert sample.image_clip.shape == (3, 32, 32)
         assert max(sample.resize) == 64 and not sample.inference
 
 

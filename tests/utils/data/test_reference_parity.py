@@ -11,7 +11,7 @@ from tests.utils.test_collate import BATCH_FIELDS_OF_FIXTURE_KEYS
 from utils.collate import collate_fn
 from utils.conversation import wrap_image_token
 from utils.data import SampleBuilder, ValDataset
-from utils.sam_input import normalize_sam_input
+from utils.sam_input import sam_encoder_input
 from utils.tokenization import load_tokenizer
 from utils.transforms import ClipTransform
 
@@ -52,7 +52,9 @@ def test_val_sample_matches_inference_forward(img3_as_reason_seg, tiny_lisa_dir,
     assert list(sample.resize) == record["resize_list"][0]
     assert torch.allclose(sample.image_clip, torch.from_numpy(arrays["images_clip"][0]), atol=1e-5)
     assert sample.image.dtype == torch.uint8
-    sam_input = normalize_sam_input(sample.image[None], [sample.resize])[0]
+    sam_input = sam_encoder_input(
+        sample.image[None], [sample.original_size], [sample.resize], side=1024
+    )[0]
     assert torch.equal(sam_input, torch.from_numpy(preprocess["sam_input"][0]))
     gt = torch.from_numpy(arrays["gt_masks"]).bool()  # [1, 320, 213]
     assert sample.masks.shape == gt.shape
