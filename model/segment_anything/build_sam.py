@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from model.checkpoint_files import load_state_dict_file
+
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -251,17 +253,6 @@ def sam_size_name(config: SamConfig) -> str:
     )
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a plain state dict from a torch pickle (.pth/.bin/.pt) or a .safetensors file.
-
-    Raises:
-        CheckpointError (a ValueError): unreadable, or not a plain state dict of tensors.
-    """
-    from model.checkpoint_files import load_state_dict_file  # the one reader of weight files
-
-    return dict(load_state_dict_file(path))
-
-
 def _describe_mismatch(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Size]) -> str:
     """Summary of missing, unexpected and wrongly shaped keys."""
     missing = [k for k in expected if k not in found]
@@ -305,7 +296,7 @@ def load_sam_checkpoint(model: Sam, path: str | os.PathLike, *, prefix: str = ""
             f"SAM checkpoint {path} does not exist (expected a SAM checkpoint of size "
             f"{expected_name}, an official sam_vit_*.pth or a .safetensors file)"
         )
-    state_dict = _read_state_dict(path)
+    state_dict = load_state_dict_file(path)  # CheckpointError (a ValueError): not a state dict
     if prefix:
         state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     found = {k: v.shape for k, v in state_dict.items()}
