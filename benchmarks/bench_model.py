@@ -6,6 +6,8 @@ and tiny SAM of the reference checkpoint (SAM input 1024 px), random weights. Pr
   - training step: forward + backward of the train_forward batch (2 images, 3 conversations,
     4 [SEG]), with every parameter trainable and with the original recipe's trainable set;
   - SAM ViT-B image encoder at 1024 px.
+With --workload default_mixture: packed against unpacked conversations on a batch of the
+original's default training shapes (see benchmarks/default_mixture.py).
 The reference fixtures give the exact inputs when LISA_REFERENCE_DIR (default
 ../shared/reference) is present; otherwise inputs of the same shapes are generated.
 
@@ -28,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.default_mixture import run_default_mixture  # noqa: E402
 from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa  # noqa: E402
 from model.LISA import LISAForCausalLM, conversation_image_index  # noqa: E402
 from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
@@ -210,9 +213,19 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument(
+        "--workload",
+        choices=("core", "default_mixture"),
+        default="core",
+        help="core: generation, training step and SAM below; default_mixture: packed vs "
+        "unpacked conversations on a batch of the original's default training shapes",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}, fp32")
+    if args.workload == "default_mixture":
+        run_default_mixture(build_model, REFERENCE / "tiny_lisa", args.repeats, device)
+        return
     model = build_model(device)
     model.config.eos_token_id = None  # generate exactly --new_tokens tokens
 
