@@ -30,7 +30,9 @@ import merge_lora_weights_and_save_hf_model as merge
 import train_ds
 from model.builder import model_settings_from
 from model.segmenter import LisaSegmenter
-from tools.tiny_base import TinyBaseSizes, build_tiny_base
+from tests.toy_runs import base_flags
+from tools.tiny_base import build_tiny_base
+from tools.tiny_configs import FLAGS_BASE
 from utils.distributed import DistributedInfo
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP
@@ -251,15 +253,13 @@ def test_an_ignored_train_ds_flag_prints_one_line(tmp_path, capsys):
 
 
 def test_no_train_mask_decoder_freezes_the_decoder_of_the_training_model(tmp_path):
-    sizes = TinyBaseSizes(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    sizes = FLAGS_BASE
     base = build_tiny_base(tmp_path, ["Please segment the circle."], sizes)
 
     def decoder_trains(*flags: str) -> bool:
         config = train_ds.parse_args(
             [
-                f"--version={base['version']}",
-                f"--vision-tower={base['vision_tower']}",
-                f"--vision_pretrained={base['vision_pretrained']}",
+                *base_flags(base),
                 f"--image_size={sizes.sam_image_size}",
                 f"--out_dim={sizes.sam_prompt_embed_dim}",
                 *flags,
