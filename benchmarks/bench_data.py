@@ -6,9 +6,10 @@ and times it three ways: ``dataset[i]`` in one process; DataLoaders (batch 2) wi
 collate_fn in the main process (0 workers) and with ``--workers`` worker processes. Each setting
 runs for two forms of the SAM input, in alternating rounds so that both see the same machine load:
 
-- uint8: what the data code makes (resized, zero-padded; the model normalises it on its device);
-- float32: the normalised float32 input the data code made before (4x the bytes), computed in
-  the dataset from the uint8 one (the same numbers; one 3 MB copy more than that code did).
+- uint8: what the data code hands over now, the decoded pixels (the model resizes, normalises
+  and pads them on its device; that work is not timed here);
+- float32: what it made before, in the data loader: the image resized with Pillow to 1024 on
+  its longest side, normalised and zero-padded to 1024 x 1024 (12 MB).
 
 Figures are samples per wall-clock second and per CPU second of the timed process (the second
 depends less on what else runs on the machine; for workers only the wall clock is given).
@@ -41,7 +42,7 @@ import utils.data.sample_builder  # noqa: E402
 from tests.utils.data.fake_tree import write_tree  # noqa: E402
 from utils.collate import collate_fn  # noqa: E402
 from utils.data import DataConfig, HybridDataset, build_datasets  # noqa: E402
-from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD  # noqa: E402
+from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD, sam_encoder_input  # noqa: E402
 from utils.tokenization import load_tokenizer  # noqa: E402
 from utils.transforms import ClipTransform, SamTransform  # noqa: E402
 
@@ -50,13 +51,16 @@ REFERENCE_TOKENIZER = (
     / "tiny_lisa"
 )
 FORMS = ("uint8", "float32")
+SAM_SIDE = 1024  # the default --image_size
 
 
 class FloatSamInput(torch.utils.data.Dataset):
-    """The mixture with each SAM input as normalised float32 [3, S, S], zero-padded."""
+    """The mixture with each SAM input made as the data code made it before: resized with
+    Pillow, normalised, zero-padded float32 [3, S, S]."""
 
-    def __init__(self, dataset: HybridDataset) -> None:
+    def __init__(self, dataset: HybridDataset, side: int) -> None:
         self.dataset = dataset
+        self.resizer = SamTransform(side)
         self.mean = np.asarray(SAM_PIXEL_MEAN, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(SAM_PIXEL_STD, dtype=np.float32).reshape(3, 1, 1)
 
@@ -65,13 +69,19 @@ class FloatSamInput(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         sample = self.dataset[index]
-        height, width = sample.resize
-        out = np.zeros(sample.image.shape, dtype=np.float32)  # [3, S, S]
+        return dataclasses.replace(sample, image=self.former_sam_input(sample.image))
+
+    def former_sam_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[3, H, W] uint8 -> [3, S, S] float32, on this CPU."""
+        resized = self.resizer.resize(pixels.permute(1, 2, 0).numpy())  # [h', w', 3]
+        height, width = resized.shape[:2]
+        side = self.resizer.image_size
+        out = np.zeros((3, side, side), dtype=np.float32)
         image = out[:, :height, :width]
-        image[...] = sample.image.numpy()[:, :height, :width]
+        image[...] = resized.transpose(2, 0, 1)
         image -= self.mean
         image /= self.std
-        return dataclasses.replace(sample, image=torch.from_numpy(out))
+        return torch.from_numpy(out)
 
 
 def in_process(dataset, start: int, samples: int) -> tuple[float, float]:
@@ -100,7 +110,7 @@ def through_loader(
 
 def compare_forms(train_set: HybridDataset, args, collate: Callable) -> None:
     """Every setting for both forms of the SAM input, alternating, ``args.rounds`` times."""
-    datasets = {"uint8": train_set, "float32": FloatSamInput(train_set)}
+    datasets = {"uint8": train_set, "float32": FloatSamInput(train_set, SAM_SIDE)}
     settings = {"one process": None, "DataLoader, 0 workers": 0}
     settings[f"DataLoader, {args.workers} workers"] = args.workers
     totals: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -147,51 +157,81 @@ class StageTimes:
         return timed
 
     @contextmanager
-    def wrapping(self, targets: dict[str, tuple[object, str]]) -> Iterator[None]:
-        originals = {stage: getattr(owner, name) for stage, (owner, name) in targets.items()}
+    def wrapping(self, targets: dict[str, list[tuple[object, str]]]) -> Iterator[None]:
+        """Time ``owner.name`` under its stage for each (owner, name) of ``targets``."""
+        places = [(stage, owner, name) for stage, pairs in targets.items() for owner, name in pairs]
+        originals = [getattr(owner, name) for _, owner, name in places]
         try:
-            for stage, (owner, name) in targets.items():
-                setattr(owner, name, self._timed(stage, originals[stage]))
+            for (stage, owner, name), original in zip(places, originals, strict=True):
+                setattr(owner, name, self._timed(stage, original))
             yield
         finally:
-            for stage, (owner, name) in targets.items():
-                setattr(owner, name, originals[stage])
+            for (_, owner, name), original in zip(places, originals, strict=True):
+                setattr(owner, name, original)
 
 
 # Functions timed by --profile, wrapped where the code looks them up.
 ITEM_STAGES = {
-    "image decode": (utils.data.sample_builder, "load_image"),
-    "SAM resize (PIL bilinear, longest side 1024)": (SamTransform, "_resized_view"),
-    "SAM pad (uint8, channels first)": (SamTransform, "pad"),
-    "CLIP transform (resize, crop, normalise)": (ClipTransform, "__call__"),
+    "image decode": [(utils.data.sample_builder, "load_image")],
+    "SAM input (float32: resize, normalise, pad here)": [
+        (SamTransform, "__call__"),
+        (FloatSamInput, "former_sam_input"),
+    ],
+    "CLIP transform (resize, crop, normalise)": [(ClipTransform, "__call__")],
 }
-COLLATE_STAGES = {"tokenisation and label masking": (utils.collate, "tokenise")}
+COLLATE_STAGES = {"tokenisation and label masking": [(utils.collate, "tokenise")]}
 
 
-def profile_stages(train_set: HybridDataset, start: int, samples: int, collate: Callable) -> None:
-    """Where one process's time goes: ``dataset[i]`` for pairs of samples, then collate."""
+def stage_seconds(dataset, start: int, samples: int, collate: Callable) -> dict[str, float]:
+    """CPU seconds per stage of ``dataset[i]`` for pairs of samples, then collate."""
     stages = StageTimes()
     item_cpu = collate_cpu = 0.0
     with stages.wrapping({**ITEM_STAGES, **COLLATE_STAGES}):
         for i in range(start, start + samples, 2):
             begin = time.thread_time()
-            pair = [train_set[i], train_set[i + 1]]
+            pair = [dataset[i], dataset[i + 1]]
             middle = time.thread_time()
             collate(pair)
             item_cpu += middle - begin
             collate_cpu += time.thread_time() - middle
-    seconds = stages.seconds
-    rows = [(stage, seconds[stage]) for stage in ITEM_STAGES]
-    rest = item_cpu - sum(seconds[stage] for stage in ITEM_STAGES)
-    rows.append(("the rest of dataset[i]: sampling, annotations, masks", rest))
-    rows += [(stage, seconds[stage]) for stage in COLLATE_STAGES]
-    rest = collate_cpu - sum(seconds[stage] for stage in COLLATE_STAGES)
-    rows.append(("the rest of collate: stacking, padding", rest))
-    total = item_cpu + collate_cpu
+    seconds = {stage: stages.seconds[stage] for stage in ITEM_STAGES}
+    rest = item_cpu - sum(seconds.values())
+    seconds["the rest of dataset[i]: sampling, annotations, masks"] = rest
+    seconds.update({stage: stages.seconds[stage] for stage in COLLATE_STAGES})
+    rest = collate_cpu - sum(stages.seconds[stage] for stage in COLLATE_STAGES)
+    seconds["the rest of collate: stacking, padding"] = rest
+    seconds["total: dataset[i] and collate"] = item_cpu + collate_cpu
+    return seconds
+
+
+def profile_stages(train_set: HybridDataset, start: int, samples: int, collate: Callable) -> None:
+    """Where one process's time goes, stage by stage, for both forms of the SAM input."""
+    forms = {"uint8": train_set, "float32": FloatSamInput(train_set, SAM_SIDE)}
+    seconds = {
+        form: stage_seconds(dataset, start, samples, collate) for form, dataset in forms.items()
+    }
     print(f"where one process's time goes ({samples} samples; CPU ms per sample, share):")
-    for stage, value in rows:
-        print(f"  {stage:54s} {1e3 * value / samples:6.2f}  {100 * value / total:5.1f} %")
-    print(f"  {'total: dataset[i] and collate':54s} {1e3 * total / samples:6.2f}")
+    print(f"  {'':54s}" + "".join(f"{form + ' SAM input':>22s}" for form in forms))
+    for stage in seconds["uint8"]:
+        cells = []
+        for form in forms:
+            value, total = seconds[form][stage], seconds[form]["total: dataset[i] and collate"]
+            cells.append(f"{1e3 * value / samples:8.2f}  {100 * value / total:5.1f} %")
+        print(f"  {stage:54s}" + "".join(f"{cell:>22s}" for cell in cells))
+    print(
+        f"  the model's side of the uint8 form, on this CPU: {model_side_ms(train_set, start):.2f} ms"
+    )
+
+
+def model_side_ms(train_set: HybridDataset, start: int, images: int = 50) -> float:
+    """CPU ms per image of sam_encoder_input (resize, normalise, pad) where the model runs on
+    this CPU; on a GPU the same numbers come from tensor operations there."""
+    samples = [train_set[i] for i in range(start, start + images)]
+    begin = time.thread_time()
+    for sample in samples:
+        pixels = sample.image[None]
+        sam_encoder_input(pixels, [sample.original_size], [sample.resize], SAM_SIDE)
+    return 1e3 * (time.thread_time() - begin) / images
 
 
 def main() -> None:
@@ -220,13 +260,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         write_tree(Path(root), count=args.images, seed=0, sizes=(96, 256))
         train_set, _ = build_datasets(
-            DataConfig(dataset_dir=root),
+            DataConfig(dataset_dir=root, image_size=SAM_SIDE),
             clip_transform=ClipTransform(),
             samples_per_epoch=(args.rounds + 1) * args.samples + 80,
             with_validation=False,
         )
         for i in range(40):  # warm-up: page cache, lazy imports, the allocator's pools
-            FloatSamInput(train_set)[i] if i % 2 else train_set[i]
+            FloatSamInput(train_set, SAM_SIDE)[i] if i % 2 else train_set[i]
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
         )
