@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.utils.data
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -72,15 +73,18 @@ class FloatSamInput(torch.utils.data.Dataset):
         return dataclasses.replace(sample, image=self.former_sam_input(sample.image))
 
     def former_sam_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[3, H, W] uint8 -> [3, S, S] float32, on this CPU."""
-        resized = self.resizer.resize(pixels.permute(1, 2, 0).numpy())  # [h', w', 3]
-        height, width = resized.shape[:2]
+        """[3, H, W] uint8 -> [3, S, S] float32, on this CPU, as the former SamTransform did."""
+        image = pixels.permute(1, 2, 0).numpy()  # [H, W, 3], the decoded array itself
+        height, width = self.resizer.resize_shape(image)
+        if (height, width) != image.shape[:2]:
+            resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+            image = np.asarray(resized)
         side = self.resizer.image_size
         out = np.zeros((3, side, side), dtype=np.float32)
-        image = out[:, :height, :width]
-        image[...] = resized.transpose(2, 0, 1)
-        image -= self.mean
-        image /= self.std
+        inside = out[:, :height, :width]
+        inside[...] = image.transpose(2, 0, 1)
+        inside -= self.mean
+        inside /= self.std
         return torch.from_numpy(out)
 
 
