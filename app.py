@@ -43,6 +43,7 @@ from utils.constants import DEFAULT_IMAGE_TOKEN
 from utils.result_json import result_document, write_json
 from utils.segmenter_flags import (
     ModelLoadError,
+    SegmenterSettings,
     add_model_flags,
     check_model_flags,
     load_segmenter,
@@ -544,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     print(f"Loading {args.version} ...", flush=True)
     try:
-        segmenter = load_segmenter(args)
+        segmenter = load_segmenter(SegmenterSettings.from_flags(args))
     except ModelLoadError as error:
         raise SystemExit(f"app.py: {error}") from None
     with tempfile.TemporaryDirectory(prefix="lisa_demo_") as downloads_root:

@@ -43,6 +43,7 @@ from utils.output_dir import OutputDirError, check_apart_from_inputs
 from utils.result_json import is_result_file, result_document, write_json
 from utils.segmenter_flags import (
     ModelLoadError,
+    SegmenterSettings,
     add_model_flags,
     check_model_flags,
     one_line,
@@ -105,9 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
-    """Load the model; a user mistake raises SystemExit with one sentence."""
+    """Load the model the flags name; a user mistake raises SystemExit with one sentence."""
     try:
-        return load_segmenter_from_flags(args)
+        return load_segmenter_from_flags(SegmenterSettings.from_flags(args))
     except ModelLoadError as error:
         raise SystemExit(f"chat.py: {error}") from None
 

@@ -34,9 +34,9 @@ from model.builder import (
     unwrap_lisa,
 )
 from model.checkpoint_files import CheckpointError
-from model.loading import PRECISIONS
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
+from utils.devices import PRECISIONS
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags, flags_off_default
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder

@@ -33,11 +33,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.loading import DeviceError, load_pretrained_model, resolve_device
+from model.loading import load_pretrained_model
 from utils.collate import collate_fn
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
+from utils.devices import PRECISIONS, DeviceError, resolve_device
 from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
 
 
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from --output_dir)",
     )
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="bf16", choices=list(PRECISIONS))
     parser.add_argument("--device", default=None, help="default: CUDA when present, else the CPU")
     parser.add_argument("--load_in_8bit", action="store_true", default=False)
     parser.add_argument("--load_in_4bit", action="store_true", default=False)

@@ -45,7 +45,6 @@ from model.builder import (
     unwrap_lisa,
 )
 from model.config import LisaConfig
-from model.loading import resolve_dtype
 from utils.batch import LisaBatch
 from utils.checkpointing import (
     CheckpointSpaceError,
@@ -62,6 +61,7 @@ from utils.console import quiet_libraries
 from utils.data import HybridDataset, ValDataset, build_datasets
 from utils.data.bad_samples import MissingSourceError
 from utils.deepspeed_config import build_deepspeed_config
+from utils.devices import resolve_dtype
 from utils.distributed import (
     DistributedInfo,
     all_reduce_sum,

@@ -7,7 +7,6 @@ with), the same precision rules and the same image transforms.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -21,12 +20,10 @@ from model.checkpoint_files import (
 )
 from model.LISA import SAM_PREFIX, TEXT_HIDDEN_FCS_PREFIX, LISAForCausalLM
 from utils.constants import SEG_TOKEN
+from utils.devices import resolve_device, resolve_dtype
 from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
 from utils.transforms import ClipTransform, ImagePreprocessor, SamTransform
 
-logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Kept in full precision when the LLM is quantized, as the original chat.py did for SAM.
 UNQUANTIZED_MODULES = [
     "model.visual_model",
@@ -35,63 +32,6 @@ UNQUANTIZED_MODULES = [
     "model.text_hidden_fcs",
     "lm_head",
 ]
-
-
-class DeviceError(ValueError):
-    """A device that is not a device name, or that this machine does not have."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when present, else the CPU.
-
-    Raises:
-        DeviceError: not a device name ("gpu"), or a device this machine lacks ("cuda" without
-            a GPU, "cuda:7" with one GPU); the message is one sentence naming it.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(
-            f"{str(device)!r} is not a device name; expected cpu, cuda or cuda:N."
-        ) from None
-    if resolved.type == "cpu":
-        return resolved
-    if resolved.type != "cuda":
-        backend = getattr(torch, resolved.type, None)
-        available = getattr(backend, "is_available", None)
-        if resolved.type == "meta" or available is None or not available():
-            raise DeviceError(
-                f"{str(device)!r} is not a device this program can run on here; use cpu or cuda."
-            )
-        return resolved
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise DeviceError(
-            f"{str(device)!r} names a CUDA device, but torch {torch.__version__} sees none on "
-            "this machine; use cpu."
-        )
-    if resolved.index is not None and resolved.index >= count:
-        raise DeviceError(
-            f"{str(device)!r} does not exist: this machine has {count} CUDA device(s), "
-            f"cuda:0 to cuda:{count - 1}."
-        )
-    return resolved
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype to run in; on a CPU, half precisions fall back to fp32 with one log line."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
-    if device.type == "cpu" and dtype != torch.float32:
-        logger.warning(
-            "%s requested on a CPU: running in fp32 (half precision is slow or unsupported there)",
-            precision,
-        )
-        return torch.float32
-    return dtype
 
 
 def quantization_config(

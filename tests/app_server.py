@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.toy_runs import free_port, lisa_of_base
+from tests.toy_runs import lisa_of_base
+from utils.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Words the tiny tokenizer is trained on (it falls back to bytes for everything else).

@@ -21,11 +21,11 @@ from PIL import Image
 import app
 from model.segmenter import LisaSegmenter
 from utils.answer_display import hex_color, mask_label, overlay_masks
+from utils.distributed import free_port
 from utils.mask_rle import decode_rle
 from utils.transforms import load_image
 
 from .app_server import build_seg_model, start_app, stop_app
-from .toy_runs import free_port
 
 RED_CIRCLE = "Can you segment the red circle in this image?"
 MAX_NEW_TOKENS = "16"

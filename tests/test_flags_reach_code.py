@@ -36,7 +36,7 @@ from tools.tiny_configs import FLAGS_BASE
 from utils.distributed import DistributedInfo
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP
-from utils.segmenter_flags import ModelLoadError, load_segmenter
+from utils.segmenter_flags import ModelLoadError, SegmenterSettings, load_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL, LORA, DATA, DEEPSPEED, LOAD, RUN, REFUSED, IGNORED = (
@@ -335,7 +335,7 @@ def load_kwargs(args, load_calls, monkeypatch) -> dict | str:
         if args.local_rank != 0:  # --local-rank chooses among CUDA devices only
             patch.setattr(torch.cuda, "is_available", lambda: True)
         try:
-            load_segmenter(args)
+            load_segmenter(SegmenterSettings.from_flags(args))
         except ModelLoadError as error:
             return str(error)
     return load_calls.pop()

@@ -21,9 +21,10 @@ import torch
 from model.builder import LoraSettings, apply_lora
 from model.checkpoint_files import load_state_dict_file
 from model.loading import load_pretrained_model
-from tests.toy_runs import base_flags, free_port, lisa_of_base, make_toy_inputs
+from tests.toy_runs import base_flags, lisa_of_base, make_toy_inputs
 from tools.tiny_base import TinyBaseSizes
 from utils.conversation import build_chat_prompt
+from utils.distributed import free_port
 from utils.tokenization import tokenizer_image_token
 from utils.transforms import load_image
 

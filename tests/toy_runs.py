@@ -1,9 +1,8 @@
 """What the end-to-end tests of the scripts share: a toy dataset and a tiny base on disk (sizes
-from tools.tiny_configs), the flags and the model that name that base, a free port."""
+from tools.tiny_configs), the flags and the model that name that base."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from model.builder import build_lisa
@@ -50,10 +49,3 @@ def lisa_of_base(base: dict[str, Path], **settings) -> tuple[LISAForCausalLM, Le
         **settings,
     )
     return model, tokenizer
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

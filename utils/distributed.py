@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from utils.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedInfo:
@@ -26,7 +28,8 @@ class DistributedInfo:
         return self.rank == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -44,15 +47,12 @@ def init_distributed(local_rank: int = 0) -> DistributedInfo:
         os.environ.update(
             RANK="0", LOCAL_RANK=str(local_rank), WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"
         )
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
+    device = resolve_device(None, local_rank=local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)
     return DistributedInfo(dist.get_rank(), local_rank, dist.get_world_size(), device)

@@ -1,18 +1,25 @@
-"""The model flags of chat.py and app.py (one definition), and loading a segmenter from them.
+"""The model flags of chat.py and app.py (one definition), their typed settings, and loading a
+segmenter from those settings.
 
-Library code: a failure raises :class:`ModelLoadError` with one sentence; the entry scripts
-turn it into their one-line exit message.
+The entry scripts parse the flags, check them (:func:`check_model_flags`) and turn them into a
+:class:`SegmenterSettings` once; what loads the model sees only the settings. A failure raises
+:class:`ModelLoadError` with one sentence; the entry scripts turn it into their one-line exit
+message.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from utils.conversation import CONV_TYPES
+from utils.devices import PRECISIONS, DeviceError, resolve_device
 from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags
 
 if TYPE_CHECKING:
+    import torch
+
     from model.segmenter import LisaSegmenter, PromptTooLongError
 
 POSITIVE_FLAGS = ("max_new_tokens", "model_max_length", "image_size")
@@ -23,27 +30,56 @@ class ModelLoadError(Exception):
     """The model named by the flags cannot be loaded; the message is one sentence."""
 
 
+@dataclass(frozen=True)
+class SegmenterSettings:
+    """What loads the segmenter of chat.py and app.py: one field per model flag (--lora_r, kept
+    for the original's command lines, changes nothing and has none)."""
+
+    version: str = "xinlai/LISA-13B-llama2-v1"  # checkpoint directory
+    precision: str = "bf16"  # fp32 | bf16 | fp16; a CPU runs in fp32
+    image_size: int | None = None  # SAM input side; None: the checkpoint's SAM's
+    model_max_length: int = 512  # longest prompt in tokens
+    vision_tower: str | None = None  # CLIP directory; None: the one the checkpoint names
+    local_rank: int = 0  # CUDA device index when device is None
+    load_in_8bit: bool = False  # the LLM in 8 bits (bitsandbytes)
+    load_in_4bit: bool = False  # the LLM in 4 bits (bitsandbytes)
+    use_mm_start_end: bool = True  # <im_start>/<im_end> around the image tokens
+    conv_type: str = "llava_v1"  # conversation template
+    device: str | None = None  # cuda, cuda:1, cpu ...; None: CUDA when present
+    max_new_tokens: int = 512  # longest answer in tokens
+
+    @classmethod
+    def from_flags(cls, namespace: argparse.Namespace) -> SegmenterSettings:
+        """The model flags of a parsed chat.py or app.py command line (their other flags stay
+        out).
+
+        Raises:
+            AttributeError: a field without a flag (a programming error).
+        """
+        return cls(**{field.name: getattr(namespace, field.name) for field in fields(cls)})
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that choose and load the model (the original chat.py's, plus --device)."""
-    parser.add_argument(
-        "--version", default="xinlai/LISA-13B-llama2-v1", help="checkpoint directory"
-    )
+    """The flags that choose and load the model (the original chat.py's, plus --device); each
+    one's destination is a :class:`SegmenterSettings` field and its default the field's."""
+    d = SegmenterSettings()
+    parser.add_argument("--version", default=d.version, help="checkpoint directory")
     parser.add_argument(
         "--precision",
-        default="bf16",
+        default=d.precision,
         type=str,
-        choices=["fp32", "bf16", "fp16"],
+        choices=list(PRECISIONS),
         help="precision for inference (bf16 and fp16 run in fp32 on a CPU)",
     )
     parser.add_argument(
         "--image_size",
-        default=None,
+        default=d.image_size,
         type=int,
         help="SAM input side; default the size the checkpoint's SAM was built for (1024 for "
         "released LISA models); another value is refused",
     )
     parser.add_argument(
-        "--model_max_length", default=512, type=int, help="longest prompt in tokens"
+        "--model_max_length", default=d.model_max_length, type=int, help="longest prompt in tokens"
     )
     parser.add_argument(
         "--lora_r",
@@ -53,22 +89,29 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--vision-tower",
-        default=None,
+        default=d.vision_tower,
         type=str,
         help="CLIP directory; default: the one the checkpoint's config names "
         "(openai/clip-vit-large-patch14 for released LISA models)",
     )
     parser.add_argument(
-        "--local-rank", default=0, type=int, help="CUDA device index when --device is not given"
+        "--local-rank",
+        default=d.local_rank,
+        type=int,
+        help="CUDA device index when --device is not given",
     )
-    parser.add_argument("--load_in_8bit", action="store_true", default=False)
-    parser.add_argument("--load_in_4bit", action="store_true", default=False)
-    parser.add_argument("--use_mm_start_end", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--conv_type", default="llava_v1", type=str, choices=list(CONV_TYPES))
+    parser.add_argument("--load_in_8bit", action="store_true", default=d.load_in_8bit)
+    parser.add_argument("--load_in_4bit", action="store_true", default=d.load_in_4bit)
     parser.add_argument(
-        "--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when present)"
+        "--use_mm_start_end", action=argparse.BooleanOptionalAction, default=d.use_mm_start_end
     )
-    parser.add_argument("--max_new_tokens", default=512, type=int, help="longest answer in tokens")
+    parser.add_argument("--conv_type", default=d.conv_type, type=str, choices=list(CONV_TYPES))
+    parser.add_argument(
+        "--device", default=d.device, help="cuda, cuda:1, cpu ... (default: CUDA when present)"
+    )
+    parser.add_argument(
+        "--max_new_tokens", default=d.max_new_tokens, type=int, help="longest answer in tokens"
+    )
 
 
 def check_model_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -82,68 +125,60 @@ def check_model_flags(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"--{name} must be positive")
 
 
-def resolve_device(args: argparse.Namespace) -> str:
-    """--device, else the CUDA device --local-rank names when CUDA is present, else the CPU."""
-    if args.device is not None:
-        return args.device
-    import torch
-
-    return f"cuda:{args.local_rank}" if torch.cuda.is_available() else "cpu"
-
-
-def load_segmenter(args: argparse.Namespace) -> LisaSegmenter:
+def load_segmenter(settings: SegmenterSettings) -> LisaSegmenter:
     """The segmenter the model flags describe.
 
     Raises:
-        ModelLoadError: a missing or unusable checkpoint, a wrong --image_size, a quantized load
-            this device's bitsandbytes cannot do.
+        ModelLoadError: a missing or unusable checkpoint, a wrong --image_size, a device this
+            machine lacks, a quantized load this device's bitsandbytes cannot do.
     """
     from model.checkpoint_files import CheckpointError
-    from model.loading import DeviceError
-    from model.loading import resolve_device as check_device
     from model.segmenter import LisaSegmenter
 
-    device = resolve_device(args)
     try:
-        check_device(device)
+        device = resolve_device(settings.device, local_rank=settings.local_rank)
     except DeviceError as error:
-        raise ModelLoadError(f"{'--device' if args.device else '--local-rank'} {error}") from None
+        flag = "--device" if settings.device else "--local-rank"
+        raise ModelLoadError(f"{flag} {error}") from None
     try:
         return LisaSegmenter.from_pretrained(
-            args.version,
-            precision=args.precision,
-            device=device,
-            vision_tower=args.vision_tower,
-            load_in_8bit=args.load_in_8bit,
-            load_in_4bit=args.load_in_4bit,
-            model_max_length=args.model_max_length,
-            image_size=args.image_size,
-            conv_type=args.conv_type,
-            use_mm_start_end=args.use_mm_start_end,
-            max_new_tokens=args.max_new_tokens,
+            settings.version,
+            precision=settings.precision,
+            device=str(device),
+            vision_tower=settings.vision_tower,
+            load_in_8bit=settings.load_in_8bit,
+            load_in_4bit=settings.load_in_4bit,
+            model_max_length=settings.model_max_length,
+            image_size=settings.image_size,
+            conv_type=settings.conv_type,
+            use_mm_start_end=settings.use_mm_start_end,
+            max_new_tokens=settings.max_new_tokens,
         )
     except (FileNotFoundError, CheckpointError) as error:
-        raise ModelLoadError(f"cannot load --version={args.version}: {error}") from None
+        raise ModelLoadError(f"cannot load --version={settings.version}: {error}") from None
     except Exception as error:
         # bitsandbytes builds fail in many ways on devices they do not support (ImportError,
         # RuntimeError, NotImplementedError, ...): name the library, its version and the device
-        if args.load_in_8bit or args.load_in_4bit:
-            raise ModelLoadError(quantization_failure(args, error)) from None
+        if settings.load_in_8bit or settings.load_in_4bit:
+            raise ModelLoadError(quantization_failure(settings, device, error)) from None
         if isinstance(error, ValueError | ImportError):
-            raise ModelLoadError(f"cannot load --version={args.version}: {error}") from None
+            raise ModelLoadError(f"cannot load --version={settings.version}: {error}") from None
         raise
 
 
-def quantization_failure(args: argparse.Namespace, error: Exception) -> str:
+def quantization_failure(
+    settings: SegmenterSettings, device: torch.device, error: Exception
+) -> str:
+    """One sentence on a failed 8- or 4-bit load: bitsandbytes' version, the device, why."""
     try:
         from importlib.metadata import version
 
         installed = f"bitsandbytes {version('bitsandbytes')}"
     except Exception:  # not installed, or no metadata: the message says so either way
         installed = "bitsandbytes (not installed)"
-    bits = "8-bit" if args.load_in_8bit else "4-bit"
+    bits = "8-bit" if settings.load_in_8bit else "4-bit"
     return (
-        f"{bits} loading failed with {installed} on {resolve_device(args)}: "
+        f"{bits} loading failed with {installed} on {device}: "
         f"{one_line(error)} (run without --load_in_8bit/--load_in_4bit, or install a bitsandbytes "
         "build for this device)"
     )

@@ -20,6 +20,7 @@ from utils.conversation import CONV_TYPES
 from utils.data.build import DataConfig, check_data_flags
 from utils.data.questions import parse_answer_templates
 from utils.deepspeed_config import check_deepspeed_config, load_deepspeed_config
+from utils.devices import PRECISIONS
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP, flags_off_default
 
@@ -308,7 +309,7 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
     add(
         "--precision",
         default=d.precision,
-        choices=["fp32", "bf16", "fp16"],
+        choices=list(PRECISIONS),
         help="bf16 on GPUs; on a CPU the run falls back to fp32",
     )
     add(

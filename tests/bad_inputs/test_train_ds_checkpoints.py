@@ -30,7 +30,7 @@ import pytest
 import torch
 
 from tests.bad_inputs.broken_files import RunsCode, snapshot
-from tests.toy_runs import base_flags, free_port, make_toy_inputs
+from tests.toy_runs import base_flags, make_toy_inputs
 from tools.tiny_configs import CHECKPOINTS_BASE
 from utils.checkpointing import (
     BEST,
@@ -43,6 +43,7 @@ from utils.checkpointing import (
     settings_differences,
 )
 from utils.deepspeed_safe_loading import load_weights_only
+from utils.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULE = ["--epochs", "1", "--steps_per_epoch", "2", "--save_steps", "1"]

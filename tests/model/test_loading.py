@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.loading import load_pretrained_model, resolve_dtype
+from model.loading import load_pretrained_model
 from model.vision_tower import VisionTowerNotFoundError
 from utils.conversation import build_chat_prompt
+from utils.devices import resolve_dtype
 from utils.sam_input import sam_encoder_input
 from utils.tokenization import decode_answer, tokenizer_image_token
 from utils.transforms import load_image
