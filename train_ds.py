@@ -325,9 +325,9 @@ def base_tower_path(version: str) -> str | None:
 
 def clip_transform_for(config: TrainConfig, tower_path: str | None) -> ClipTransform:
     """CLIP preprocessing from the vision tower directory (--vision-tower, else the base's config)."""
-    for candidate in (config.vision_tower, tower_path):
-        if candidate and (Path(candidate) / "preprocessor_config.json").is_file():
-            return ClipTransform.from_pretrained(candidate)
+    transform = ClipTransform.from_first_directory(config.vision_tower, tower_path)
+    if transform is not None:
+        return transform
     raise UsageError(
         f"--vision-tower: no preprocessor_config.json in {config.vision_tower} or {tower_path}; "
         "pass the local CLIP directory"

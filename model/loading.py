@@ -151,9 +151,9 @@ def _load_checkpoint_tokenizer(path: Path, model_max_length: int) -> LegacyLlama
 
 def _clip_transform(model: LISAForCausalLM, vision_tower: str | None) -> ClipTransform:
     """CLIP preprocessing from the vision tower directory; from the tower's config when there is none."""
-    tower_path = vision_tower or model.config.vision_tower_path
-    if tower_path and (Path(tower_path) / "preprocessor_config.json").is_file():
-        return ClipTransform.from_pretrained(tower_path)
+    transform = ClipTransform.from_first_directory(vision_tower or model.config.vision_tower_path)
+    if transform is not None:
+        return transform
     side = (
         model.model.vision_tower.config.image_size
     )  # LLaVA's CLIP processing: resize, crop to side

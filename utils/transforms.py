@@ -151,6 +151,15 @@ class ClipTransform:
     do_normalize: bool = True
 
     @classmethod
+    def from_first_directory(cls, *directories: str | os.PathLike | None) -> ClipTransform | None:
+        """:meth:`from_pretrained` of the first of ``directories`` (vision tower directories;
+        None passed over) that holds a ``preprocessor_config.json``; None when none does."""
+        for directory in directories:
+            if directory and (Path(directory) / "preprocessor_config.json").is_file():
+                return cls.from_pretrained(directory)
+        return None
+
+    @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> ClipTransform:
         """Read ``preprocessor_config.json`` from a vision tower directory (or the file itself)."""
         path = Path(path)

@@ -140,6 +140,18 @@ def test_clip_config_with_integer_sizes(tmp_path):
         ClipTransform.from_pretrained(tmp_path / "nowhere")
 
 
+def test_the_first_tower_directory_with_a_preprocessor_config_gives_the_transform(tmp_path):
+    for name, side in (("first", 32), ("second", 48)):
+        (tmp_path / name).mkdir()
+        config = {"size": side, "crop_size": side}
+        (tmp_path / name / "preprocessor_config.json").write_text(json.dumps(config))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    found = ClipTransform.from_first_directory(None, empty, tmp_path / "second", tmp_path / "first")
+    assert found is not None and found.crop_size == (48, 48)
+    assert ClipTransform.from_first_directory(None, empty, tmp_path / "nowhere") is None
+
+
 # --- load_image ----------------------------------------------------------------------------------
 
 
