@@ -138,9 +138,7 @@ def build_lisa(
         bce_loss_weight=bce_weight,
         torch_dtype=dtype,
     )
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.bos_token_id = tokenizer.bos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_token_ids_of(tokenizer)
     if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     return model

@@ -50,3 +50,10 @@ class LisaConfig(LlamaConfig):
     def vision_tower_path(self) -> str | None:
         """Where the CLIP vision tower comes from (``vision_tower`` wins, as in the original)."""
         return self.vision_tower or self.mm_vision_tower
+
+    def use_token_ids_of(self, tokenizer) -> None:
+        """Take the tokenizer's BOS, EOS and pad ids: generation stops at its EOS and pads
+        with its pad id."""
+        self.eos_token_id = tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id
+        self.pad_token_id = tokenizer.pad_token_id

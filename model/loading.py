@@ -90,17 +90,6 @@ def load_pretrained_model(
     dtype = resolve_dtype(precision, device)
 
     tokenizer = _load_checkpoint_tokenizer(path, model_max_length)
-    if SEG_TOKEN not in tokenizer.get_vocab():
-        raise ValueError(
-            f"the tokenizer in {path} has no {SEG_TOKEN} token: is this a LISA checkpoint?"
-        )
-    seg_token_idx = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-    config = read_config(path)
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"{path}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {config.vocab_size}"
-        )
-
     quantization = quantization_config(load_in_8bit, load_in_4bit, dtype)
     extra = (
         {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
@@ -109,14 +98,11 @@ def load_pretrained_model(
     model = LISAForCausalLM.from_pretrained(
         path,
         vision_tower=vision_tower,
-        seg_token_idx=seg_token_idx,
+        seg_token_idx=tokenizer.convert_tokens_to_ids(SEG_TOKEN),
         torch_dtype=dtype,
         **extra,
     )
-    # generation stops at the tokenizer's EOS and pads with its pad id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.bos_token_id = tokenizer.bos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_token_ids_of(tokenizer)
     if quantization is None:
         model = model.to(device=device, dtype=dtype)
     model.eval()
@@ -141,12 +127,27 @@ def _refuse_llava_base(path: Path) -> None:
 
 
 def _load_checkpoint_tokenizer(path: Path, model_max_length: int) -> LegacyLlamaTokenizer:
-    """The checkpoint's tokenizer; unreadable tokenizer files raise CheckpointError."""
+    """The checkpoint's tokenizer, which must hold [SEG] and fit config.json's vocabulary.
+
+    Raises:
+        CheckpointError: unreadable tokenizer files.
+        ValueError: no [SEG], or more tokens than the model has rows.
+    """
     try:
-        return load_tokenizer(path, model_max_length=model_max_length)
+        tokenizer = load_tokenizer(path, model_max_length=model_max_length)
     except (OSError, RuntimeError, ValueError, TypeError) as error:
         reason = " ".join(str(error).split()).rstrip(".")
         raise CheckpointError(f"cannot read the tokenizer files in {path}: {reason}.") from None
+    if SEG_TOKEN not in tokenizer.get_vocab():
+        raise ValueError(
+            f"the tokenizer in {path} has no {SEG_TOKEN} token: is this a LISA checkpoint?"
+        )
+    vocab_size = read_config(path).vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {vocab_size}"
+        )
+    return tokenizer
 
 
 def _clip_transform(model: LISAForCausalLM, vision_tower: str | None) -> ClipTransform:
