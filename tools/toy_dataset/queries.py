@@ -79,16 +79,10 @@ class ReasoningQuery:
     explanation: str
 
 
-def _unique_colours(scene: Scene) -> list[tuple[int, str]]:
-    """(index, colour) of the shapes whose colour no other shape has."""
-    colours = [shape.colour for shape in scene.shapes]
-    return [(i, c) for i, c in enumerate(colours) if colours.count(c) == 1]
-
-
-def _unique_kinds(scene: Scene) -> list[tuple[int, str]]:
-    """(index, kind) of the shapes whose kind no other shape has."""
-    kinds = [shape.kind for shape in scene.shapes]
-    return [(i, k) for i, k in enumerate(kinds) if kinds.count(k) == 1]
+def _unique(scene: Scene, attribute: str) -> list[tuple[int, str]]:
+    """(index, value) of the shapes whose ``attribute`` ("colour", "kind") no other shape has."""
+    values = [getattr(shape, attribute) for shape in scene.shapes]
+    return [(i, v) for i, v in enumerate(values) if values.count(v) == 1]
 
 
 def _find_by_colour(scene: Scene) -> list[Reasoning]:
@@ -96,33 +90,40 @@ def _find_by_colour(scene: Scene) -> list[Reasoning]:
         Reasoning(
             i, {"colour": c}, f"The {scene.shapes[i].name} is the only {c} shape in the picture."
         )
-        for i, c in _unique_colours(scene)
+        for i, c in _unique(scene, "colour")
     ]
-
-
-def _find_by_colour_knowledge(scene: Scene) -> list[Reasoning]:
-    found = []
-    for i, colour in _unique_colours(scene):
-        thing, fact = COLOUR_KNOWLEDGE[colour]
-        explanation = f"{fact}, and the {scene.shapes[i].name} is the only {colour} shape."
-        found.append(Reasoning(i, {"thing": thing}, explanation))
-    return found
 
 
 def _find_by_kind(scene: Scene) -> list[Reasoning]:
     return [
         Reasoning(i, {"kind": k}, f"The {scene.shapes[i].name} is the only {k} in the picture.")
-        for i, k in _unique_kinds(scene)
+        for i, k in _unique(scene, "kind")
     ]
 
 
-def _find_by_shape_knowledge(scene: Scene) -> list[Reasoning]:
-    found = []
-    for i, kind in _unique_kinds(scene):
-        thing, fact = SHAPE_KNOWLEDGE[kind]
-        explanation = f"{fact}, just like the {scene.shapes[i].name}."
-        found.append(Reasoning(i, {"thing": thing}, explanation))
-    return found
+def _knowledge_finder(
+    attribute: str, knowledge: dict[str, tuple[str, str]], explanation: str
+) -> Callable[[Scene], list[Reasoning]]:
+    """Finds the shapes of a unique ``attribute`` value by a thing known to share it;
+    ``explanation`` is filled with the fact, the shape's name and the value."""
+
+    def find(scene: Scene) -> list[Reasoning]:
+        found = []
+        for i, value in _unique(scene, attribute):
+            thing, fact = knowledge[value]
+            words = {"fact": fact, "name": scene.shapes[i].name, "value": value}
+            found.append(Reasoning(i, {"thing": thing}, explanation.format(**words)))
+        return found
+
+    return find
+
+
+_find_by_colour_knowledge = _knowledge_finder(
+    "colour", COLOUR_KNOWLEDGE, "{fact}, and the {name} is the only {value} shape."
+)
+_find_by_shape_knowledge = _knowledge_finder(
+    "kind", SHAPE_KNOWLEDGE, "{fact}, just like the {name}."
+)
 
 
 def _find_round(scene: Scene) -> list[Reasoning]:
@@ -133,25 +134,24 @@ def _find_round(scene: Scene) -> list[Reasoning]:
     return [Reasoning(circles[0], {}, f"The {name} is round and has no corners, so it could roll.")]
 
 
-def _find_most_corners(scene: Scene) -> list[Reasoning]:
-    best = unique_extreme([shape.corners for shape in scene.shapes], True, gap=0.5)
-    if best is None:
-        return []
-    shape = scene.shapes[best]
-    count = NUMBER_WORDS[shape.corners]
-    return [
-        Reasoning(best, {}, f"The {shape.name} has {count} corners, more than any other shape.")
-    ]
+def _corner_extreme_finder(most: bool) -> Callable[[Scene], list[Reasoning]]:
+    """Finds the shape with clearly the most (or the fewest) corners."""
+    comparison = "more" if most else "fewer"
+
+    def find(scene: Scene) -> list[Reasoning]:
+        best = unique_extreme([shape.corners for shape in scene.shapes], most, gap=0.5)
+        if best is None:
+            return []
+        shape = scene.shapes[best]
+        count = NUMBER_WORDS[shape.corners]
+        explanation = f"The {shape.name} has {count} corners, {comparison} than any other shape."
+        return [Reasoning(best, {}, explanation)]
+
+    return find
 
 
-def _find_fewest_corners(scene: Scene) -> list[Reasoning]:
-    best = unique_extreme([shape.corners for shape in scene.shapes], False, gap=0.5)
-    if best is None:
-        return []
-    shape = scene.shapes[best]
-    count = NUMBER_WORDS[shape.corners]
-    explanation = f"The {shape.name} has {count} corners, fewer than any other shape."
-    return [Reasoning(best, {}, explanation)]
+_find_most_corners = _corner_extreme_finder(most=True)
+_find_fewest_corners = _corner_extreme_finder(most=False)
 
 
 def _find_by_corner_count(scene: Scene) -> list[Reasoning]:
@@ -167,20 +167,25 @@ def _find_by_corner_count(scene: Scene) -> list[Reasoning]:
     return found
 
 
-def _find_largest(scene: Scene) -> list[Reasoning]:
-    best = unique_by_ratio([shape.area for shape in scene.shapes], larger_is_better=True)
-    if best is None:
-        return []
-    name = scene.shapes[best].name
-    return [Reasoning(best, {}, f"The {name} covers more of the picture than any other shape.")]
+def _size_extreme_finder(largest: bool, explanation: str) -> Callable[[Scene], list[Reasoning]]:
+    """Finds the shape clearly larger (or smaller) than every other; ``explanation`` is filled
+    with its name."""
+
+    def find(scene: Scene) -> list[Reasoning]:
+        best = unique_by_ratio([shape.area for shape in scene.shapes], larger_is_better=largest)
+        if best is None:
+            return []
+        return [Reasoning(best, {}, explanation.format(name=scene.shapes[best].name))]
+
+    return find
 
 
-def _find_smallest(scene: Scene) -> list[Reasoning]:
-    best = unique_by_ratio([shape.area for shape in scene.shapes], larger_is_better=False)
-    if best is None:
-        return []
-    name = scene.shapes[best].name
-    return [Reasoning(best, {}, f"The {name} is smaller than every other shape in the picture.")]
+_find_largest = _size_extreme_finder(
+    True, "The {name} covers more of the picture than any other shape."
+)
+_find_smallest = _size_extreme_finder(
+    False, "The {name} is smaller than every other shape in the picture."
+)
 
 
 def _find_extreme_position(scene: Scene) -> list[Reasoning]:
