@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import io
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 from model.segment_anything import SAM_TINY, SamConfig, build_sam
 from model.vision_tower import build_projector
 from utils.errors import UsageError
-
-logger = logging.getLogger(__name__)
 
 # Text the tokenizer always sees, so that prompts of both templates tokenize into real pieces.
 TEMPLATE_TEXT = (

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.toy_dataset.output import MARKER_FILE, TOY_FOLDERS, DatasetWriter, ToyDatasetError
-from tools.toy_dataset.queries import QUERY_KIND_NAMES, query_kinds_named
+from tools.toy_dataset.queries import QUERY_KIND_NAMES, QueryKind, query_kinds_named
 from tools.toy_dataset.write_coco import write_coco_sources
 from tools.toy_dataset.write_reason_seg import (
     write_explanatory,
@@ -108,24 +108,9 @@ def make_toy_dataset(
         "num_sem_seg": num_sem_seg,
     }
     _check_arguments(seed, image_size, sizes)
-    try:
-        kinds = query_kinds_named(query_kinds)
-    except ValueError as error:
-        raise ToyDatasetError(f"--query_kinds: {error}.") from None
-    if not kinds:
-        raise ToyDatasetError("--query_kinds names no kind; expected at least one.")
+    kinds = _query_kinds(query_kinds)
     root = Path(dataset_dir).resolve()
-    output = OutputFolder(
-        dataset_dir,
-        flag="--dataset_dir",
-        overwrite=overwrite,
-        scope=TOY_FOLDERS,
-        manifest_name=MARKER_FILE,
-    )
-    try:
-        output.claim()
-    except OutputDirError as error:
-        raise ToyDatasetError(str(error)) from None
+    output = _claim_output(dataset_dir, overwrite)
     marker = {
         "generator": "tools.toy_dataset",
         "seed": seed,
@@ -140,6 +125,33 @@ def make_toy_dataset(
         except OutputDirError as error:
             raise ToyDatasetError(str(error)) from None
     return ToyDatasetSummary(root, seed, image_size, counts, removed)
+
+
+def _query_kinds(names: Sequence[str]) -> tuple[QueryKind, ...]:
+    """The query kinds --query_kinds names, at least one."""
+    try:
+        kinds = query_kinds_named(names)
+    except ValueError as error:
+        raise ToyDatasetError(f"--query_kinds: {error}.") from None
+    if not kinds:
+        raise ToyDatasetError("--query_kinds names no kind; expected at least one.")
+    return kinds
+
+
+def _claim_output(dataset_dir: str | os.PathLike, overwrite: bool) -> OutputFolder:
+    """The toy folders of ``dataset_dir``, claimed (refused in one sentence when a user's)."""
+    output = OutputFolder(
+        dataset_dir,
+        flag="--dataset_dir",
+        overwrite=overwrite,
+        scope=TOY_FOLDERS,
+        manifest_name=MARKER_FILE,
+    )
+    try:
+        output.claim()
+    except OutputDirError as error:
+        raise ToyDatasetError(str(error)) from None
+    return output
 
 
 def _write_sources(
