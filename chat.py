@@ -236,6 +236,34 @@ def open_image(segmenter: LisaSegmenter, conversation: Conversation, path_text: 
     return f"New conversation about {path} ({width}x{height})."
 
 
+def run_command(command: str, conversation: Conversation) -> bool:
+    """Carry out a /command typed at the prompt question (lower-cased, stripped; /quit is the
+    caller's); False when the line is a question."""
+    if command == RESET_COMMAND:
+        conversation.reset()
+        print("Conversation cleared; the next prompt starts a new one.")
+    elif command == HELP_COMMAND:
+        print(HELP)
+    elif command.startswith("/") and " " not in command:
+        print(f"Unknown command {command}: the commands are /reset, /quit and /help.")
+    else:
+        return False
+    return True
+
+
+def prompt_problem(segmenter: LisaSegmenter, prompt: str) -> str | None:
+    """Why a prompt cannot work (empty, too long, unusable), in one line; None when it can."""
+    if not prompt.strip():
+        return "The prompt is empty: type a question (or /quit)."
+    try:
+        segmenter.prompt_ids(prompt)
+    except PromptTooLongError as error:
+        return too_long_message(error)
+    except InputError as error:
+        return one_line(error)
+    return None
+
+
 def interactive(segmenter: LisaSegmenter, save_dir: Path, overwrite: bool = False) -> int:
     # bytes that are not valid text (a path in another encoding) must not end the chat: keep
     # them as they are for file names, and show them escaped
@@ -251,26 +279,11 @@ def interactive(segmenter: LisaSegmenter, save_dir: Path, overwrite: bool = Fals
             command = prompt.strip().lower()
             if command in QUIT_COMMANDS:
                 return 0
-            if command == RESET_COMMAND:
-                conversation.reset()
-                print("Conversation cleared; the next prompt starts a new one.")
+            if run_command(command, conversation):
                 continue
-            if command == HELP_COMMAND:
-                print(HELP)
-                continue
-            if command.startswith("/") and " " not in command:
-                print(f"Unknown command {command}: the commands are /reset, /quit and /help.")
-                continue
-            if not prompt.strip():
-                print("The prompt is empty: type a question (or /quit).")
-                continue
-            try:
-                segmenter.prompt_ids(prompt)  # a prompt that cannot work: say so before the image
-            except PromptTooLongError as error:
-                print(too_long_message(error))
-                continue
-            except InputError as error:
-                print(one_line(error))
+            problem = prompt_problem(segmenter, prompt)  # said before the image is asked for
+            if problem is not None:
+                print(problem)
                 continue
             path_text = input(IMAGE_QUESTION)
             try:
