@@ -26,16 +26,21 @@ SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def stack_sam_pixels(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """B images [3, H_i, W_i] -> [B, 3, max H, max W], each in the top-left corner, zeros
-    around. Images of one size (such as already normalised float inputs) are just stacked."""
-    if len({tuple(image.shape) for image in images}) == 1:
-        return torch.stack(list(images))
-    height = max(image.shape[-2] for image in images)
-    width = max(image.shape[-1] for image in images)
-    out = images[0].new_zeros((len(images), 3, height, width))
-    for i, image in enumerate(images):
-        out[i, :, : image.shape[-2], : image.shape[-1]] = image
-    return out
+    """B CPU images [3, H_i, W_i] -> [B, 3, max H, max W], each in the top-left corner, zeros
+    around. Images of one size (such as already normalised float inputs) are just stacked.
+
+    numpy does the copies: torch's would wait for its intra-op thread pool, which on a busy
+    machine takes longer than the copies themselves.
+    """
+    arrays = [image.numpy() for image in images]
+    if len({array.shape for array in arrays}) == 1:
+        return torch.from_numpy(np.stack(arrays))
+    height = max(array.shape[-2] for array in arrays)
+    width = max(array.shape[-1] for array in arrays)
+    out = np.zeros((len(arrays), 3, height, width), dtype=arrays[0].dtype)
+    for i, array in enumerate(arrays):
+        out[i, :, : array.shape[-2], : array.shape[-1]] = array
+    return torch.from_numpy(out)
 
 
 def sam_encoder_input(
