@@ -217,3 +217,21 @@ def test_load_image_errors(tmp_path, rgb):
         (tmp_path / f"cut.{suffix}").write_bytes(data[: len(data) // 2])
         with pytest.raises(ValueError, match=f"cut.{suffix}"):
             load_image(tmp_path / f"cut.{suffix}")
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [
+        ClipTransform(shortest_edge=37, crop_size=(37, 37)),
+        ClipTransform(shortest_edge=30, crop_size=(24, 28), do_rescale=False),
+        ClipTransform(shortest_edge=30, crop_size=(30, 30), do_normalize=False),
+    ],
+)
+def test_clip_value_table_gives_the_arithmetic_numbers(rgb, clip):
+    """Per-value lookup == rescale in float64, cast, normalise in float32 on every pixel."""
+    crop = clip.center_crop(clip.resize(rgb))
+    x = (crop * clip.rescale_factor if clip.do_rescale else crop).astype(np.float32)
+    if clip.do_normalize:
+        mean = np.asarray(clip.image_mean, dtype=np.float32)
+        x = (x - mean) / np.asarray(clip.image_std, dtype=np.float32)
+    assert torch.equal(clip(rgb), torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
