@@ -9,6 +9,7 @@ import pytest
 
 import eval_mask
 import predict
+from tests.bad_inputs.user_files import forbid_model_load
 from utils.metrics import intersection_and_union
 from utils.output_dir import MANIFEST_NAME
 from utils.reason_seg import load_annotation, render_mask
@@ -114,10 +115,7 @@ def test_a_plain_folder_gives_the_same_files_and_ground_truth_label_maps(
 
 
 def test_missing_split_and_checkpoint_are_one_sentence(tmp_path, capsys, monkeypatch):
-    def no_model_load(*args, **kwargs):
-        raise AssertionError("the split is checked before the model is loaded")
-
-    monkeypatch.setattr(predict, "load_pretrained_model", no_model_load)
+    forbid_model_load(monkeypatch, predict, "load_pretrained_model")
     checkpoint, data = tmp_path / "checkpoint", tmp_path / "data"
     checkpoint.mkdir()
     argv = ["--version", str(checkpoint), "--output_dir", str(tmp_path / "p")]

@@ -6,16 +6,18 @@ those of the same names, and every other file of the user's stays byte-identical
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import chat
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
+from tests.bad_inputs.user_files import (
+    UserFiles,
+    assert_one_line,
+    assert_process_refuses,
+    forbid_model_load,
+    read_only,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 RED_CIRCLE = "Can you segment the red circle in this image?"
 
 
@@ -54,10 +56,7 @@ REFUSALS = {
 
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys, monkeypatch):
-    def no_model_load(*args, **kwargs):
-        raise AssertionError("the outputs are checked before the model loads")
-
-    monkeypatch.setattr(chat, "load_segmenter", no_model_load)
+    forbid_model_load(monkeypatch, chat, "load_segmenter")
     root, user = place
     (root / "vis").mkdir()
     extra, expected = REFUSALS[case]
@@ -81,16 +80,10 @@ def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys
 
 def test_the_script_exits_2_with_one_line(place):
     root, user = place
-    result = subprocess.run(
-        [sys.executable, "chat.py", "--version", str(root / "checkpoint"), "--prompt", "hi"]
-        + ["--image", str(root / "photo.png"), "--output_json", str(root / "notes.json")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2 and result.stdout == ""
-    assert_one_line(tool_lines(result.stderr, "chat.py:"), "--output_json", "--overwrite")
+    command = ["chat.py", "--version", str(root / "checkpoint"), "--prompt", "hi"]
+    command += ["--image", str(root / "photo.png"), "--output_json", str(root / "notes.json")]
+    result = assert_process_refuses(command, "chat.py:", "--output_json", "--overwrite")
+    assert result.stdout == ""
     user.assert_untouched()
 
 

@@ -4,8 +4,6 @@ is built, and every file of the user's stays byte-identical; a new, empty or ear
 gets the merged model, and --overwrite writes beside the user's files without deleting any."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,15 @@ from model.builder import LoraSettings, apply_lora
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
+    assert_process_refuses,
     hidden_leftovers,
     read_only,
-    tool_lines,
 )
 from tests.toy_runs import CORPUS, base_flags, lisa_of_base
 from tools.tiny_base import build_tiny_base
 from tools.tiny_configs import SCRIPTS_BASE
 from utils.output_dir import MANIFEST_NAME
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"}
 
 
@@ -105,15 +102,8 @@ def test_a_refused_save_path_is_one_line_and_touches_nothing(
 
 def test_the_script_exits_2_with_one_line(workspace, user, tmp_path):
     target = user.add(tmp_path / "out" / "mine.txt").parent
-    result = subprocess.run(
-        [sys.executable, "merge_lora_weights_and_save_hf_model.py", *merge_args(workspace, target)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert_one_line(tool_lines(result.stderr, "merge:"), "--save_path", "mine.txt", "--overwrite")
+    command = ["merge_lora_weights_and_save_hf_model.py", *merge_args(workspace, target)]
+    assert_process_refuses(command, "merge:", "--save_path", "mine.txt", "--overwrite")
     user.assert_untouched()
 
 

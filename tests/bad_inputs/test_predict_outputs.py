@@ -6,8 +6,6 @@ user's."""
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,13 @@ import predict
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
+    assert_process_refuses,
+    forbid_model_load,
     hidden_leftovers,
     read_only,
-    tool_lines,
 )
 from utils.output_dir import MANIFEST_NAME
 
-REPO = Path(__file__).resolve().parents[2]
 SQUARE = [[40, 60], [200, 60], [200, 200], [40, 200]]
 
 
@@ -73,10 +71,7 @@ REFUSALS = {
 
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys, monkeypatch):
-    def no_model_load(*args, **kwargs):
-        raise AssertionError("the outputs are checked before the model loads")
-
-    monkeypatch.setattr(predict, "load_pretrained_model", no_model_load)
+    forbid_model_load(monkeypatch, predict, "load_pretrained_model")
     root, user = place
     output, truth, use_image_dir, expected = REFUSALS[case]
     argv = [*model_and_data(root, use_image_dir), "--output_dir", output.format(r=root)]
@@ -93,16 +88,9 @@ def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys
 
 def test_the_script_exits_2_with_one_line(place):
     root, user = place
-    result = subprocess.run(
-        [sys.executable, "predict.py", *model_and_data(root, True)]
-        + ["--output_dir", str(root / "out"), "--save_groundtruth", str(root / "out")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert_one_line(tool_lines(result.stderr, "predict.py:"), "separate folders")
+    command = ["predict.py", *model_and_data(root, True)]
+    command += ["--output_dir", str(root / "out"), "--save_groundtruth", str(root / "out")]
+    assert_process_refuses(command, "predict.py:", "separate folders")
     user.assert_untouched()
 
 

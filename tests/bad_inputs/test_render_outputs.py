@@ -4,8 +4,6 @@ byte-identical; a re-run replaces its own pictures only; --overwrite writes besi
 files."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +12,14 @@ import pytest
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
+    assert_process_refuses,
     hidden_leftovers,
     read_only,
-    tool_lines,
 )
 from tests.utils.data.fake_tree import Box, reason_seg_annotation, write_image
 from utils.output_dir import MANIFEST_NAME
 from utils.render_reason_seg_masks import main
 
-REPO = Path(__file__).resolve().parents[2]
 PICTURES = {"labeled_mask.png", "target_mask.png", "ignore_mask.png", "overlay.jpg"}
 
 
@@ -77,16 +74,9 @@ def test_a_refused_output_is_one_line_and_touches_nothing(split, tmp_path, case,
 
 
 def test_the_module_exits_2_with_one_line(split):
-    result = subprocess.run(
-        [sys.executable, "-m", "utils.render_reason_seg_masks", "--input_dir", str(split)]
-        + ["--output_dir", str(split / "out")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert_one_line(tool_lines(result.stderr, "render_reason_seg_masks:"), "--input_dir")
+    command = ["-m", "utils.render_reason_seg_masks", "--input_dir", str(split)]
+    command += ["--output_dir", str(split / "out")]
+    assert_process_refuses(command, "render_reason_seg_masks:", "--input_dir")
 
 
 def test_a_rerun_replaces_only_its_own_pictures(split, tmp_path, monkeypatch):

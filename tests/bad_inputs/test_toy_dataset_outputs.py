@@ -5,8 +5,6 @@ byte-identical; a re-run deletes only the files its marker lists (never through 
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,14 +12,13 @@ import pytest
 from tests.bad_inputs.user_files import (
     UserFiles,
     assert_one_line,
+    assert_process_refuses,
     hidden_leftovers,
     read_only,
-    tool_lines,
 )
 from tools.toy_dataset.__main__ import main
 from tools.toy_dataset.output import MARKER_FILE
 
-REPO = Path(__file__).resolve().parents[2]
 SIZES = [
     "--image_size=64",
     "--num_train=3",
@@ -109,15 +106,9 @@ def test_a_folder_with_the_users_data_is_refused(tmp_path, case, capsys):
 def test_the_module_exits_2_with_one_line(tmp_path):
     user = UserFiles()
     plant_real_data(tmp_path / "dataset", user)
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.toy_dataset", "--dataset_dir", str(tmp_path / "dataset")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2 and result.stdout == ""
-    assert_one_line(tool_lines(result.stderr, "error:"), "ade20k", "--overwrite")
+    command = ["-m", "tools.toy_dataset", "--dataset_dir", str(tmp_path / "dataset")]
+    result = assert_process_refuses(command, "error:", "ade20k", "--overwrite")
+    assert result.stdout == ""
     user.assert_untouched()
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 import train_ds
-from tests.bad_inputs.user_files import UserFiles, assert_one_line, read_only, tool_lines
+from tests.bad_inputs.user_files import (
+    UserFiles,
+    assert_one_line,
+    assert_process_refuses,
+    read_only,
+    tool_lines,
+)
 from tests.toy_runs import base_flags, make_toy_inputs
 from tools.tiny_configs import SCRIPTS_BASE
 from utils.output_dir import OutputDirError
@@ -99,16 +105,8 @@ def test_a_refused_run_folder_is_one_line_before_anything_is_built(
 
 
 def test_the_script_exits_2_with_one_line(workspace, user, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train_ds.py", *train_args(workspace, tmp_path / "runs", "mine")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert result.returncode == 2
-    assert_one_line(tool_lines(result.stderr, "train_ds.py:"), "notes.txt", "--overwrite")
+    command = ["train_ds.py", *train_args(workspace, tmp_path / "runs", "mine")]
+    result = assert_process_refuses(command, "train_ds.py:", "notes.txt", "--overwrite")
     assert BUILT_MARK not in result.stdout + result.stderr
     user.assert_untouched()
 

@@ -1,16 +1,22 @@
 """What the output tests share: a user's files planted before a tool runs and compared byte for byte
-afterwards, and the shape of a refusal (one line, no traceback)."""
+afterwards, the shape of a refusal (one line, no traceback), a tool run as a process, and a model
+loader that must not be reached."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from utils.output_dir import MANIFEST_NAME
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class UserFiles:
@@ -53,6 +59,35 @@ def tool_lines(stderr: str, prefix: str) -> str:
     bitsandbytes on a CPU with AVX-512 bf16), after checking that nothing raised."""
     assert "Traceback" not in stderr, stderr
     return "\n".join(line for line in stderr.splitlines() if line.startswith(prefix))
+
+
+def assert_process_refuses(
+    command: list[str], prefix: str, *expected: str
+) -> subprocess.CompletedProcess:
+    """``python COMMAND`` (a script and its flags, or ``-m`` and a module) run in the repository
+    exits with status 2 and one line of its own (starting with ``prefix``) holding every
+    ``expected`` piece, no traceback; returns the finished process."""
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert_one_line(tool_lines(result.stderr, prefix), *expected)
+    return result
+
+
+def forbid_model_load(monkeypatch: pytest.MonkeyPatch, module: ModuleType, loader: str) -> None:
+    """``module.loader`` fails the test when called: what is checked must be checked before the
+    model loads."""
+
+    def no_model_load(*args, **kwargs):
+        raise AssertionError("the inputs and outputs are checked before the model loads")
+
+    monkeypatch.setattr(module, loader, no_model_load)
 
 
 def hidden_leftovers(folder: Path) -> list[str]:
