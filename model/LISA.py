@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPVisionConfig, DynamicCache, LlamaForCausalLM, LlamaModel
+from transformers import CLIPVisionConfig, LlamaForCausalLM, LlamaModel
 from transformers.utils import ModelOutput
 
 from model.checkpoint_files import (
@@ -42,6 +42,7 @@ from model.checkpoint_files import (
     weight_files_label,
 )
 from model.config import LisaConfig
+from model.decoding import greedy_decode
 from model.losses import mask_losses
 from model.packing import pack_conversations, unpack_hidden
 from model.segment_anything import (
@@ -565,39 +566,20 @@ class LISAForCausalLM(LlamaForCausalLM):
     def _greedy_decode(
         self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy steps over left-padded prompts [N, Lx, H] with a key/value cache.
+        """Greedy steps over left-padded prompts [N, Lx, H] (see :func:`greedy_decode`).
 
         Returns the new tokens [N, T] (the pad id after a row's EOS) and the final hidden
         states [N, Lx + T - 1, H] of the prompt and of every new token but the last.
         """
-        num_rows = embeds.shape[0]
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.config)
-        hidden_steps, generated = [], []
-        finished = torch.zeros(num_rows, dtype=torch.bool, device=embeds.device)
-        step_embeds, step_positions = embeds, positions
-        for step in range(max_new_tokens):
-            hidden = self.model(
-                inputs_embeds=step_embeds,
-                attention_mask=mask,
-                position_ids=step_positions,
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state  # (N, len, H)
-            hidden_steps.append(hidden)
-            next_tokens = self.lm_head(hidden[:, -1]).argmax(-1)  # (N,)
-            next_tokens = next_tokens.masked_fill(finished, self._pad_id)
-            generated.append(next_tokens)
-            if eos_id is not None:
-                finished |= next_tokens == eos_id
-            if finished.all() or step == max_new_tokens - 1:
-                break
-            step_embeds = self.model.embed_tokens(next_tokens).unsqueeze(1)
-            step_positions = step_positions[:, -1:] + 1
-            mask = torch.cat([mask, mask.new_ones(num_rows, 1)], dim=1)
-        if not generated:
-            return torch.zeros(num_rows, 0, dtype=torch.long, device=embeds.device), embeds[:, :0]
-        return torch.stack(generated, dim=1), torch.cat(hidden_steps, dim=1)
+        return greedy_decode(
+            self.model,
+            self.lm_head,
+            embeds,
+            mask,
+            max_new_tokens=max_new_tokens,
+            eos_id=eos_id,
+            pad_id=self._pad_id,
+        )
 
     @property
     def _pad_id(self) -> int:

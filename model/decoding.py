@@ -1,0 +1,127 @@
+"""Greedy decoding of left-padded prompts with a preallocated key/value cache.
+
+The prompt runs through the LLM once with transformers' growing cache (the same kernels, and so
+the same states, as a plain forward over the prompt); its keys and values are then copied into a
+``StaticCache`` sized for the whole answer. Every later step feeds one token per row into buffers
+allocated once: the cache, the attention mask (a column switched on per step) and the position
+table. Nothing in a step waits for the device: whether every row has reached its end is looked
+at every ``stop_check_interval`` steps (every step on the CPU, where looking is free), and the
+steps run after the last row ended are cut off at the end, so the answer is the one a loop that
+stops at once would give. The LM head runs on each step's last position only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, StaticCache
+
+# Steps between two looks at whether every row has ended, on a device where looking waits for it.
+DEVICE_STOP_CHECK_INTERVAL = 16
+
+
+def greedy_decode(
+    llm: nn.Module,
+    lm_head: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int | None,
+    pad_id: int,
+    stop_check_interval: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy answers to the left-padded prompts ``embeds`` [N, Lx, H] (``mask`` [N, Lx]).
+
+    ``llm`` is the decoder (a ``LlamaModel``: ``embed_tokens``, ``config`` and the forward of
+    transformers), ``lm_head`` maps its last hidden states to logits. A row stops at ``eos_id``
+    (None: never) and then gets ``pad_id``. Returns the new tokens [N, T] and the final hidden
+    states [N, Lx + T - 1, H] of the prompt and of every new token but the last, T being the
+    steps until every row has ended (at most ``max_new_tokens``).
+    """
+    num_rows, prompt_length = mask.shape
+    if max_new_tokens <= 0:
+        return mask.new_zeros(num_rows, 0, dtype=torch.long), embeds[:, :0]
+    if stop_check_interval is None:
+        stop_check_interval = 1 if embeds.device.type == "cpu" else DEVICE_STOP_CHECK_INTERVAL
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    cache, prompt_hidden = _prefill(llm, embeds, mask, positions, max_new_tokens)
+    step_mask = _StepMask(llm.config, mask, prompt_length + max_new_tokens - 1)
+    # position of the token fed at step s (s >= 1): one past the row's last prompt position
+    step_positions = positions[:, -1:] + torch.arange(1, max_new_tokens, device=mask.device)
+    finished = torch.zeros(num_rows, dtype=torch.bool, device=mask.device)
+    hidden_steps, generated = [prompt_hidden], []
+    hidden = prompt_hidden
+    for step in range(max_new_tokens):
+        if step > 0:
+            hidden = llm(
+                inputs_embeds=llm.embed_tokens(generated[-1]).unsqueeze(1),
+                attention_mask=step_mask.open(prompt_length + step - 1),
+                position_ids=step_positions[:, step - 1 : step],
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state  # (N, 1, H)
+            hidden_steps.append(hidden)
+        next_tokens = lm_head(hidden[:, -1]).argmax(-1).masked_fill_(finished, pad_id)  # (N,)
+        generated.append(next_tokens)
+        if eos_id is not None:
+            finished |= next_tokens == eos_id
+            if (step + 1) % stop_check_interval == 0 and bool(finished.all()):
+                break
+    tokens = torch.stack(generated, dim=1)  # (N, T')
+    steps = _steps_until_all_ended(tokens, eos_id)
+    return tokens[:, :steps], torch.cat(hidden_steps, dim=1)[:, : prompt_length + steps - 1]
+
+
+def _prefill(
+    llm: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    max_new_tokens: int,
+) -> tuple[StaticCache, torch.Tensor]:
+    """The prompt through ``llm`` with a growing cache, whose keys and values then move into a
+    static cache of room for the prompt and the ``max_new_tokens - 1`` tokens fed after it."""
+    growing = DynamicCache(config=llm.config)
+    hidden = llm(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=growing,
+        use_cache=True,
+    ).last_hidden_state  # (N, Lx, H)
+    cache = StaticCache(config=llm.config, max_cache_len=mask.shape[1] + max_new_tokens - 1)
+    for layer_idx, layer in enumerate(growing.layers):
+        cache.update(layer.keys, layer.values, layer_idx)
+    return cache, hidden
+
+
+class _StepMask:
+    """The attention mask of the decoding steps, allocated once: the prompt's padding, then one
+    column per fed token, switched on in place when that token is fed. With SDPA it is handed
+    over as the 4-D boolean mask SDPA takes (no mask is rebuilt per step); otherwise as the
+    2-D padding mask from which transformers builds the one its attention needs."""
+
+    def __init__(self, config, prompt_mask: torch.Tensor, length: int) -> None:
+        num_rows, prompt_length = prompt_mask.shape
+        self.columns = prompt_mask.new_zeros(num_rows, length, dtype=torch.bool)
+        self.columns[:, :prompt_length] = prompt_mask.bool()
+        self.handed_over = (
+            self.columns[:, None, None, :]  # (N, 1, 1, length): a view, so it sees each column
+            if config._attn_implementation == "sdpa"
+            else self.columns
+        )
+
+    def open(self, column: int) -> torch.Tensor:
+        self.columns[:, column] = True
+        return self.handed_over
+
+
+def _steps_until_all_ended(tokens: torch.Tensor, eos_id: int | None) -> int:
+    """The steps a loop that stops as soon as every row has produced ``eos_id`` would run."""
+    if eos_id is None:
+        return tokens.shape[1]
+    all_ended = (tokens == eos_id).cumsum(1).gt(0).all(0)  # (T',)
+    if not bool(all_ended.any()):
+        return tokens.shape[1]
+    return int(all_ended.int().argmax()) + 1
