@@ -42,3 +42,21 @@ def tiny_lisa_dir(reference: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cases_dir(reference: Path) -> Path:
     return reference / "tiny_cases"
+
+
+@pytest.fixture(scope="session")
+def load_reference_segmenter(tiny_lisa_dir: Path):
+    """Loads the reference tiny LISA as a segmenter (fp32, its CLIP beside it) answering with
+    at most ``max_new_tokens`` tokens; ``options``: more of LisaSegmenter.from_pretrained's."""
+    from model.segmenter import LisaSegmenter
+
+    def load(max_new_tokens: int, **options) -> LisaSegmenter:
+        return LisaSegmenter.from_pretrained(
+            tiny_lisa_dir,
+            vision_tower=str(tiny_lisa_dir / "clip"),
+            precision="fp32",
+            max_new_tokens=max_new_tokens,
+            **options,
+        )
+
+    return load

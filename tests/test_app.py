@@ -59,13 +59,8 @@ def ref_images(tiny_cases_dir):
 
 
 @pytest.fixture(scope="module")
-def reference_segmenter(tiny_lisa_dir):
-    return LisaSegmenter.from_pretrained(
-        tiny_lisa_dir,
-        vision_tower=str(tiny_lisa_dir / "clip"),
-        precision="fp32",
-        max_new_tokens=int(MAX_NEW_TOKENS),
-    )
+def reference_segmenter(load_reference_segmenter):
+    return load_reference_segmenter(int(MAX_NEW_TOKENS))
 
 
 @pytest.fixture(scope="module")

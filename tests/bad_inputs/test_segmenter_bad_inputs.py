@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.segmenter import InputError, InputTypeError, LisaSegmenter
+from model.segmenter import InputError, InputTypeError
 
 from .broken_files import fifo, link_loop, one_line, png_bomb
 
@@ -18,14 +18,8 @@ PROMPT = "Can you segment the red circle in this image?"
 
 
 @pytest.fixture(scope="module")
-def segmenter(tiny_lisa_dir):
-    return LisaSegmenter.from_pretrained(
-        tiny_lisa_dir,
-        vision_tower=str(tiny_lisa_dir / "clip"),
-        precision="fp32",
-        device="cpu",
-        max_new_tokens=4,
-    )
+def segmenter(load_reference_segmenter):
+    return load_reference_segmenter(4, device="cpu")
 
 
 @pytest.fixture(scope="module")

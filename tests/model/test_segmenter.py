@@ -13,14 +13,8 @@ RED_CIRCLE = "Can you segment the red circle in this image?"
 
 
 @pytest.fixture(scope="module")
-def segmenter(tiny_lisa_dir):
-    return LisaSegmenter.from_pretrained(
-        tiny_lisa_dir,
-        vision_tower=str(tiny_lisa_dir / "clip"),
-        precision="fp32",
-        device="cpu",
-        max_new_tokens=16,
-    )
+def segmenter(load_reference_segmenter):
+    return load_reference_segmenter(16, device="cpu")
 
 
 @pytest.fixture(scope="module")
