@@ -54,13 +54,9 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSALS))
-def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys, monkeypatch):
-    forbid_model_load(monkeypatch, chat, "load_segmenter")
-    root, user = place
-    (root / "vis").mkdir()
-    extra, expected = REFUSALS[case]
-    argv = [
+def one_shot_argv(root) -> list[str]:
+    """A one-shot question about the place's image, to its checkpoint folder."""
+    return [
         "--version",
         str(root / "checkpoint"),
         "--prompt",
@@ -68,6 +64,15 @@ def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys
         "--image",
         str(root / "photo.png"),
     ]
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys, monkeypatch):
+    forbid_model_load(monkeypatch, chat, "load_segmenter")
+    root, user = place
+    (root / "vis").mkdir()
+    extra, expected = REFUSALS[case]
+    argv = one_shot_argv(root)
     argv += ["--vis_save_path", str(root / "vis")]  # a later flag of the case replaces it
     before = sorted(p.name for p in root.iterdir())
     assert chat.main([*argv, *(flag.format(r=root) for flag in extra)]) == 2
@@ -80,8 +85,7 @@ def test_a_refused_output_is_one_line_before_the_model_loads(place, case, capsys
 
 def test_the_script_exits_2_with_one_line(place):
     root, user = place
-    command = ["chat.py", "--version", str(root / "checkpoint"), "--prompt", "hi"]
-    command += ["--image", str(root / "photo.png"), "--output_json", str(root / "notes.json")]
+    command = ["chat.py", *one_shot_argv(root), "--output_json", str(root / "notes.json")]
     result = assert_process_refuses(command, "chat.py:", "--output_json", "--overwrite")
     assert result.stdout == ""
     user.assert_untouched()
@@ -143,14 +147,7 @@ def test_the_interactive_chat_goes_on_after_a_picture_is_refused(
 
 def test_an_unwritable_picture_folder_is_one_line(place, capsys):
     root, user = place
-    argv = [
-        "--version",
-        str(root / "checkpoint"),
-        "--prompt",
-        "hi",
-        "--image",
-        str(root / "photo.png"),
-    ]
+    argv = one_shot_argv(root)
     with read_only(root / "locked") as locked:
         assert chat.main([*argv, "--vis_save_path", str(locked / "vis")]) == 2
         assert sorted(locked.iterdir()) == []
