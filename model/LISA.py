@@ -46,8 +46,6 @@ from model.decoding import greedy_decode
 from model.losses import mask_losses
 from model.packing import pack_conversations, unpack_hidden
 from model.segment_anything import (
-    SAM_PIXEL_MEAN,
-    SAM_PIXEL_STD,
     SamConfig,
     build_sam,
     build_sam_vit_h,
@@ -783,7 +781,6 @@ class LISAForCausalLM(LlamaForCausalLM):
             sam_config = config.sam_config
             fresh = build_sam(SamConfig(**sam_config)) if sam_config else build_sam_vit_h()
             model.model.visual_model.load_state_dict(fresh.state_dict())
-        _restore_sam_normalisation(model.model.visual_model)
         info["missing_keys"] = {
             key for key in info["missing_keys"] if not key.startswith(VISION_TOWER_PREFIX)
         }
@@ -834,13 +831,6 @@ def _config_with_overrides(path: str, config: LisaConfig | None, overrides: dict
         if value is not None:
             setattr(config, name, value)
     return config
-
-
-def _restore_sam_normalisation(sam: nn.Module) -> None:
-    """transformers materialises non-persistent buffers of custom modules without values."""
-    with torch.no_grad():
-        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:

@@ -72,7 +72,6 @@ def sam_encoder_input(
             f"{len(original_sizes)} original sizes and {len(resize_sizes)} resize sizes for "
             f"{images.shape[0]} images."
         )
-    mean, std = _normalisation(images.device)
     out = torch.zeros((images.shape[0], 3, side, side), dtype=torch.float32, device=images.device)
     for i, (original, resized) in enumerate(zip(original_sizes, resize_sizes, strict=True)):
         height, width = (int(v) for v in original)
@@ -90,8 +89,15 @@ def sam_encoder_input(
         if 0 in expected:
             raise ValueError(f"image {i}: {height}x{width} is too narrow to scale to {side}.")
         pixels = resize_bilinear_like_pil(images[i, :, :height, :width], expected)
-        out[i, :, : expected[0], : expected[1]] = (pixels.float() - mean) / std
+        out[i, :, : expected[0], : expected[1]] = normalise_pixels(pixels)
     return out
+
+
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """SAM's normalisation ``(x - mean) / std`` of RGB pixels [..., 3, h, w] on the 0-255 scale
+    (any dtype), in float32 on their device: the one place it is computed."""
+    mean, std = _normalisation(pixels.device)
+    return (pixels.float() - mean) / std
 
 
 @functools.cache

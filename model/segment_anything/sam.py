@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from utils.sam_input import SAM_PIXEL_MEAN, SAM_PIXEL_STD, normalise_pixels
 
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -24,7 +24,9 @@ class Sam(nn.Module):
         image_encoder: image -> [B, 256, grid, grid] embedding.
         prompt_encoder: prompts -> sparse and dense embeddings.
         mask_decoder: embeddings -> low-resolution mask logits and IoU scores.
-        pixel_mean, pixel_std: per-channel normalisation of 0-255 RGB images.
+
+    Images are normalised with SAM's pixel statistics (``utils.sam_input``: SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD), which no checkpoint holds.
     """
 
     mask_threshold: float = 0.0
@@ -36,18 +38,11 @@ class Sam(nn.Module):
         image_encoder: ImageEncoderViT,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
-        pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN,
-        pixel_std: tuple[float, float, float] = SAM_PIXEL_STD,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        # Non-persistent: the official checkpoints do not hold them.
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False
-        )
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
 
     @property
     def image_size(self) -> int:
@@ -62,10 +57,10 @@ class Sam(nn.Module):
                 max(h, w) <= image_size (already resized so the longest side fits).
 
         Returns:
-            [..., 3, image_size, image_size] in the dtype of the pixel_mean buffer; the padding
-            is zero after normalisation.
+            [..., 3, image_size, image_size] float32 on the device of ``x``
+            (:func:`utils.sam_input.normalise_pixels`); the padding is zero after normalisation.
         """
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = normalise_pixels(x)
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
 

@@ -5,13 +5,15 @@ import torch
 from model.segment_anything import SAM_PIXEL_MEAN, SAM_PIXEL_STD, build_sam_tiny
 
 
-def test_pixel_statistics_are_non_persistent_buffers():
+def test_pixel_statistics_are_constants_not_state():
     sam = build_sam_tiny(image_size=64)
-    buffers = dict(sam.named_buffers())
-    assert "pixel_mean" in buffers and "pixel_std" in buffers
-    assert "pixel_mean" not in sam.state_dict() and "pixel_std" not in sam.state_dict()
-    assert buffers["pixel_mean"].flatten().tolist() == pytest.approx(SAM_PIXEL_MEAN)
-    assert buffers["pixel_std"].flatten().tolist() == pytest.approx(SAM_PIXEL_STD)
+    names = {name for name, _ in sam.named_buffers()} | set(sam.state_dict())
+    assert not any("pixel_" in name for name in names)
+    bf16 = sam.to(torch.bfloat16)  # the statistics stay float32 whatever the model's dtype
+    white = bf16.preprocess(torch.full((1, 3, 64, 64), 255, dtype=torch.uint8))
+    assert white.dtype == torch.float32
+    expected = [(255 - m) / s for m, s in zip(SAM_PIXEL_MEAN, SAM_PIXEL_STD, strict=True)]
+    assert white[0, :, 0, 0].tolist() == pytest.approx(expected)
 
 
 def test_preprocess_normalises_then_zero_pads_bottom_right():
