@@ -185,6 +185,55 @@ def write_pascal_part(root: Path, count: int, rng, sizes=(96, 256)) -> None:
     path.write_text(json.dumps(_coco_json(images, annotations, categories)))
 
 
+def _image_refs(
+    image_id: int, ann_ids: list[int], split: str, first_ref: int, grefcoco: bool
+) -> list[dict]:
+    """The references of one image: two sentences per object; gRefCOCO adds one to all the
+    objects and one to nothing (no_target)."""
+    refs = []
+    for k, ann_id in enumerate(ann_ids):
+        ref_id = first_ref + len(refs)
+        sentences = [
+            {"sent": f" The Object {k} of image {image_id} ", "sent_id": 2 * ref_id},
+            {"sent": f"thing number {k}", "sent_id": 2 * ref_id + 1},
+        ]
+        refs.append(
+            {
+                "ref_id": ref_id,
+                "image_id": image_id,
+                "ann_id": [ann_id] if grefcoco else ann_id,
+                "category_id": [1] if grefcoco else 1,
+                "split": split,
+                "sentences": sentences,
+            }
+        )
+    if grefcoco:
+        ref_id = first_ref + len(refs)
+        refs.append(
+            {
+                "ref_id": ref_id,
+                "image_id": image_id,
+                "ann_id": ann_ids,
+                "category_id": [1],
+                "split": split,
+                "sentences": [{"sent": "all the objects", "sent_id": 10**6 + ref_id}],
+            }
+        )
+        ref_id += 1
+        refs.append(
+            {
+                "ref_id": ref_id,
+                "image_id": image_id,
+                "ann_id": [-1],
+                "category_id": [],
+                "split": split,
+                "no_target": True,
+                "sentences": [{"sent": "the purple giraffe", "sent_id": 10**6 + ref_id}],
+            }
+        )
+    return refs
+
+
 def write_refer(
     root: Path,
     dataset: str,
@@ -228,44 +277,7 @@ def write_refer(
                         "segmentation": [box.polygon()],
                     }
                 )
-            for k, ann_id in enumerate(ann_ids):
-                ref_id = len(refs)
-                sentences = [
-                    {"sent": f" The Object {k} of image {image_id} ", "sent_id": 2 * ref_id},
-                    {"sent": f"thing number {k}", "sent_id": 2 * ref_id + 1},
-                ]
-                refs.append(
-                    {
-                        "ref_id": ref_id,
-                        "image_id": image_id,
-                        "ann_id": [ann_id] if grefcoco else ann_id,
-                        "category_id": [1] if grefcoco else 1,
-                        "split": split,
-                        "sentences": sentences,
-                    }
-                )
-            if grefcoco:
-                refs.append(
-                    {
-                        "ref_id": len(refs),
-                        "image_id": image_id,
-                        "ann_id": ann_ids,
-                        "category_id": [1],
-                        "split": split,
-                        "sentences": [{"sent": "all the objects", "sent_id": 10**6 + len(refs)}],
-                    }
-                )
-                refs.append(
-                    {
-                        "ref_id": len(refs),
-                        "image_id": image_id,
-                        "ann_id": [-1],
-                        "category_id": [],
-                        "split": split,
-                        "no_target": True,
-                        "sentences": [{"sent": "the purple giraffe", "sent_id": 10**6 + len(refs)}],
-                    }
-                )
+            refs += _image_refs(image_id, ann_ids, split, len(refs), grefcoco)
             image_id += 1
     folder = root / "refer_seg" / dataset
     folder.mkdir(parents=True, exist_ok=True)
