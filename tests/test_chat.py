@@ -254,19 +254,8 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-@pytest.mark.reference
-def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir, tmp_path):
-    images = write_image_cases(tmp_path / "images")
-    vis = tmp_path / "vis"
-    terminal = Terminal(
-        ["chat.py", *model_args, "--precision", "fp32", "--max_new_tokens", "16"]
-        + ["--model_max_length", "200", "--vis_save_path", str(vis)],
-        REPO,
-    )
-    banner = terminal.read_until(chat.PROMPT_QUESTION)
-    assert "/reset" in banner and "/quit" in banner and "another path" in banner
-
-    # one line for each mistake, and the loop goes on
+def check_mistakes(terminal: Terminal, images: dict[str, Path], tmp_path: Path) -> None:
+    """One line for each mistake, and the loop goes on."""
     assert one_line(terminal.ask("")) == "The prompt is empty: type a question (or /quit)."
     assert one_line(terminal.ask("/imgae")).startswith("Unknown command /imgae:")
     assert one_line(terminal.ask("hi", "")) == "No image yet: give the path of an image."
@@ -290,7 +279,9 @@ def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir
     too_long = one_line(terminal.ask("segment the red circle " * 60))  # no image asked
     assert too_long.startswith("The prompt is") and "more than --model_max_length=200" in too_long
 
-    # odd but valid pictures: each starts a conversation (upright size shown) and is answered
+
+def check_odd_pictures(terminal: Terminal, images: dict[str, Path]) -> None:
+    """Odd but valid pictures: each starts a conversation (upright size shown) and is answered."""
     sizes = {"grey.png": "30x20", "rgba.png": "30x20", "palette.png": "30x20", "deep.png": "30x20"}
     sizes.update(
         {"cmyk.jpg": "30x20", "exif.jpg": "20x40", "dot.png": "1x1", "large.jpg": "6000x4000"}
@@ -300,7 +291,9 @@ def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir
         assert f"New conversation about {images[name]} ({size})." in reply, reply
         assert "text_output: " in reply, reply
 
-    # the reference question: answer, every mask saved under the original names
+
+def check_reference_turns(terminal: Terminal, vis: Path, tiny_cases_dir: Path) -> None:
+    """The reference question: answer, every mask saved under the original names."""
     reply = terminal.ask(RED_CIRCLE, str(tiny_cases_dir / "img1.png"))
     assert f"{vis / 'img1_mask_0.jpg'} has been saved." in reply
     assert f"{vis / 'img1_masked_img_0.jpg'} has been saved." in reply
@@ -317,6 +310,22 @@ def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir
         == "Conversation cleared; the next prompt starts a new one."
     )
 
+
+@pytest.mark.reference
+def test_interactive_session_survives_every_bad_input(model_args, tiny_cases_dir, tmp_path):
+    images = write_image_cases(tmp_path / "images")
+    vis = tmp_path / "vis"
+    terminal = Terminal(
+        ["chat.py", *model_args, "--precision", "fp32", "--max_new_tokens", "16"]
+        + ["--model_max_length", "200", "--vis_save_path", str(vis)],
+        REPO,
+    )
+    banner = terminal.read_until(chat.PROMPT_QUESTION)
+    assert "/reset" in banner and "/quit" in banner and "another path" in banner
+
+    check_mistakes(terminal, images, tmp_path)
+    check_odd_pictures(terminal, images)
+    check_reference_turns(terminal, vis, tiny_cases_dir)
     terminal.send("\x04")  # Ctrl-D at the prompt question
     assert terminal.exit_code() == 0
     assert "Traceback" not in terminal.transcript
