@@ -285,14 +285,10 @@ class LISAForCausalLM(LlamaForCausalLM):
         Returns:
             B tensors [n_i, H_i, W_i] of mask logits.
         """
-        sam = self.model.visual_model
-        encoder = sam.image_encoder
-        encoder_dtype = next(encoder.parameters()).dtype
-        side = sam.image_size  # the encoder's square input
+        encoder = self.model.visual_model.image_encoder
         train_encoder = torch.is_grad_enabled() and any(
             p.requires_grad for p in encoder.parameters()
         )
-        dense_pe = sam.prompt_encoder.get_dense_pe()
         # ZeRO-3 gathers each module's weights collectively: every rank must run the same modules,
         # so only an unpartitioned model may skip the image encoder for an image without [SEG].
         may_skip = not hasattr(next(encoder.parameters()), "ds_id")
@@ -309,25 +305,48 @@ class LISAForCausalLM(LlamaForCausalLM):
                 image_embedding = self._blank_image_embedding(embeddings)
             else:
                 with torch.set_grad_enabled(train_encoder):
-                    sam_input = sam_encoder_input(
-                        images[i : i + 1], original_sizes[i : i + 1], resize_list[i : i + 1], side
-                    )  # (1, 3, S, S) float32
-                    image_embedding = encoder(sam_input.to(encoder_dtype))  # (1, 256, g, g)
-            embeddings = embeddings.to(image_embedding.dtype)
-            sparse, dense = sam.prompt_encoder(
-                points=None, boxes=None, masks=None, text_embeds=embeddings.unsqueeze(1)
-            )
-            low_res, _ = sam.mask_decoder(
-                image_embeddings=image_embedding,
-                image_pe=dense_pe.to(image_embedding.dtype),
-                sparse_prompt_embeddings=sparse.to(image_embedding.dtype),
-                dense_prompt_embeddings=dense.to(image_embedding.dtype),
-                multimask_output=False,
-            )  # (n_i, 1, 4g, 4g)
+                    image_embedding = self._encode_image(
+                        images[i : i + 1], original_sizes[i : i + 1], resize_list[i : i + 1]
+                    )
             resized = tuple(int(v) for v in resize_list[i])
-            full = sam.postprocess_masks(low_res, input_size=resized, original_size=(height, width))
-            masks.append(full[:, 0])  # (n_i, H, W)
+            masks.append(
+                self._decode_prompts(image_embedding, embeddings, resized, (height, width))
+            )
         return masks
+
+    def _encode_image(
+        self, images: torch.Tensor, original_sizes: Sequence, resize_list: Sequence
+    ) -> torch.Tensor:
+        """One image's SAM embedding [1, 256, g, g] from its batch input (uint8 or normalised)."""
+        sam = self.model.visual_model
+        encoder_dtype = next(sam.image_encoder.parameters()).dtype
+        sam_input = sam_encoder_input(
+            images, original_sizes, resize_list, sam.image_size
+        )  # (1, 3, S, S) float32
+        return sam.image_encoder(sam_input.to(encoder_dtype))
+
+    def _decode_prompts(
+        self,
+        image_embedding: torch.Tensor,
+        embeddings: torch.Tensor,
+        resized: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Masks [n, H, W] (logits) of n prompts [n, out_dim] on one image embedding."""
+        sam = self.model.visual_model
+        dtype = image_embedding.dtype
+        sparse, dense = sam.prompt_encoder(
+            points=None, boxes=None, masks=None, text_embeds=embeddings.to(dtype).unsqueeze(1)
+        )
+        low_res, _ = sam.mask_decoder(
+            image_embeddings=image_embedding,
+            image_pe=sam.prompt_encoder.get_dense_pe().to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.to(dtype),
+            multimask_output=False,
+        )  # (n, 1, 4g, 4g)
+        full = sam.postprocess_masks(low_res, input_size=resized, original_size=original_size)
+        return full[:, 0]
 
     def _blank_image_embedding(self, like: torch.Tensor) -> torch.Tensor:
         """[1, C, g, g] zeros shaped like SAM's image embedding, on ``like``'s device."""
