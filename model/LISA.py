@@ -292,16 +292,17 @@ class LISAForCausalLM(LlamaForCausalLM):
         # ZeRO-3 gathers each module's weights collectively: every rank must run the same modules,
         # so only an unpartitioned model may skip the image encoder for an image without [SEG].
         may_skip = not hasattr(next(encoder.parameters()), "ds_id")
+        # Data-parallel training reduces every trainable gradient on every rank: a rank whose
+        # image has no [SEG] still runs what trains (the decoder on no prompt: zero gradients).
+        all_ranks_reduce = torch.is_grad_enabled() and _several_ranks()
         masks = []
         for i, embeddings in enumerate(embeddings_per_image):
             height, width = (int(v) for v in original_sizes[i])
-            skip_encoder = embeddings.shape[0] == 0 and may_skip and not train_encoder
-            if skip_encoder and not torch.is_grad_enabled():
+            skip_encoder = embeddings.shape[0] == 0 and may_skip
+            if skip_encoder and not all_ranks_reduce:
                 masks.append(embeddings.new_zeros(0, height, width))
                 continue
-            if skip_encoder:
-                # Training: the decoder still runs (on no prompt), so that its weights get a (zero)
-                # gradient on every rank, as data-parallel gradient reduction expects.
+            if skip_encoder and not train_encoder:
                 image_embedding = self._blank_image_embedding(embeddings)
             else:
                 with torch.set_grad_enabled(train_encoder):
@@ -850,6 +851,10 @@ def _config_with_overrides(path: str, config: LisaConfig | None, overrides: dict
         if value is not None:
             setattr(config, name, value)
     return config
+
+
+def _several_ranks() -> bool:
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
