@@ -347,17 +347,27 @@ class Progress:
     rng: torch.Tensor | None = None  # the random state a resumed run continues from
 
 
-def resume_progress(run: RunContext, engine, settings: dict) -> Progress:
-    """Repair what a kill left, then load the checkpoint to continue from (--resume, else the run
-    folder's latest complete one with --auto_resume), or start at --start_epoch."""
+def find_resume(run: RunContext) -> tuple[Path | None, list[str]]:
+    """Before anything is built: repair what a kill left, then pick the checkpoint to continue
+    from (--resume, else the run folder's latest complete one with --auto_resume) and the lines
+    naming the incomplete ones passed over; an incomplete --resume folder stops the run here."""
     config, info = run.config, run.info
     if info.is_main and not config.eval_only:  # a kill while saving left something to repair
         for line in finish_interrupted_saves(run.log_dir):
             print(line)
     barrier()
-    resume, skipped = choose_resume_checkpoint(
+    return choose_resume_checkpoint(
         run.log_dir, config.resume, config.auto_resume and not config.eval_only
     )
+
+
+def resume_progress(
+    run: RunContext, engine, settings: dict, found: tuple[Path | None, list[str]]
+) -> Progress:
+    """Load the checkpoint :func:`find_resume` chose, after checking it was written with this
+    run's settings, or start at --start_epoch."""
+    config, info = run.config, run.info
+    resume, skipped = found
     if resume is None:
         return Progress(global_step=config.start_epoch * config.steps_per_epoch)
     warning = check_resume_settings(resume, settings)
@@ -674,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
         announce_ignored_flags(config.ignored_flags(), PROGRAM)
     config.validate()
     run = start_run(config)
+    found = find_resume(run)
     # the data before the model: a data mistake costs no model build
     train_dataset, val_datasets = build_data(run)
     model, tokenizer = build_model(config, run.dtype)
@@ -681,7 +692,7 @@ def main(argv: list[str] | None = None) -> None:
     val_loaders = validation_loaders(config, val_datasets, collate, run.info)
     engine, scheduler = build_engine(run, model)
     settings = checkpoint_settings(config, run.info, engine, run.precision)
-    progress = resume_progress(run, engine, settings)
+    progress = resume_progress(run, engine, settings, found)
     writer = open_writer(run)
     if config.eval_only:
         validate_all(engine, val_loaders, run.info, run.dtype, writer, epoch=0)

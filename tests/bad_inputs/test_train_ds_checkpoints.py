@@ -317,6 +317,7 @@ def test_half_written_resume_folder_is_one_sentence(workspace, trained_run, dama
     result = train(workspace, flags(workspace, "half", "--resume", str(folder), *SCHEDULE))
     line = error_line(result)
     assert line.startswith("train_ds.py: --resume: ") and expected in line, line
+    assert "trainable parameters" not in output_of(result)  # stopped before the model was built
     assert snapshot(folder) == before
 
 
@@ -348,8 +349,10 @@ def test_auto_resume_with_no_complete_checkpoint_stops(workspace, trained_run, t
     for name in (LATEST, BEST):
         (own / name / "latest").write_text("global_step7")
     before = snapshot(own)
-    line = error_line(train(workspace, flags(workspace, "broken", *SCHEDULE, log_base=runs)))
+    result = train(workspace, flags(workspace, "broken", *SCHEDULE, log_base=runs))
+    line = error_line(result)
     assert "holds no complete checkpoint" in line and "--no-auto_resume" in line
+    assert "trainable parameters" not in output_of(result)  # stopped before the model was built
     assert snapshot(own) == before  # nothing of the run is replaced
 
 
