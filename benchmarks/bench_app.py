@@ -16,7 +16,6 @@ with that image's request, as the page's first example does.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import app  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from utils.distributed import free_port  # noqa: E402
 
 
 def wait_for_page(url: str, process: subprocess.Popen, timeout: float) -> None:
