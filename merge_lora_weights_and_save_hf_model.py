@@ -33,13 +33,12 @@ from model.builder import (
     model_settings_from,
     unwrap_lisa,
 )
-from model.checkpoint_files import CheckpointError
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.devices import PRECISIONS
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags, flags_off_default
-from utils.output_dir import OVERWRITE_HELP, OutputDirError, OutputFolder
+from utils.output_dir import OVERWRITE_HELP, OutputFolder
 from utils.tokenization import load_tokenizer
 from utils.train_config import (
     NO_SAM_FILE,
@@ -151,7 +150,7 @@ def merge(config: MergeConfig) -> Path:
     """Build, load --weight, merge and save into --save_path (written whole or not at all).
 
     Raises:
-        UsageError, CheckpointError, OutputDirError: one sentence naming the flag or file.
+        UsageError (CheckpointError, OutputDirError): one sentence naming the flag or file.
     """
     announce_ignored_flags(config.ignored_flags(), PROGRAM)
     if not Path(config.version).exists():
@@ -220,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         merge(config)
-    except (UsageError, OutputDirError, CheckpointError) as error:
-        # CheckpointError: --weight, or a checkpoint file of --version
+    except UsageError as error:  # flags, output folders and checkpoint files alike
         print(f"merge: {error}", file=sys.stderr)
         return 2
     return 0

@@ -22,15 +22,11 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from model.config import LisaConfig
+from utils.errors import CheckpointError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 LISTED_KEYS = 3  # how many tensor names a message lists
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file or directory that cannot be loaded whole; ``str()`` is one sentence
-    naming the file and what is wrong with it."""
 
 
 def first_line(error: BaseException) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.distributed import barrier
-from utils.errors import UsageError
+from utils.errors import CheckpointError, UsageError
 
 LATEST = "ckpt_latest"
 BEST = "ckpt_model"
@@ -58,10 +58,6 @@ SHOULD_MATCH = (
     "lora_dropout",
     "seed",
 )
-
-
-class CheckpointError(UsageError):
-    """A checkpoint folder that cannot be resumed from; ``str(error)`` is one sentence."""
 
 
 class CheckpointSpaceError(OSError):

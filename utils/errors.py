@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class UsageError(ValueError):
     """A flag or an input file is wrong; ``str(error)`` is the one sentence to show."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint (model weights, or a training checkpoint folder) that cannot be loaded whole;
+    ``str(error)`` is one sentence naming the file and what is wrong with it."""
