@@ -24,7 +24,10 @@ class LisaBatch:
             ``original_sizes[i]`` corner and zeros around (what the data code makes; the model
             resizes, normalises and pads them where SAM runs: ``utils.sam_input``), or
             [B, 3, S, S] float, already resized, normalised and padded to S x S.
-        images_clip: [B, 3, s, s] float, CLIP inputs; CLIP runs once per image.
+        images_clip: the multimodal base's vision inputs of the B images: [B, 3, s, s] float
+            CLIP inputs (the original LLaVA layout, LLaVA in the Hugging Face layout), or a
+            dict of tensors (Qwen2.5-VL: ``pixel_values``, ``image_grid_thw``); see
+            ``model.bases``. The vision encoder runs once per image.
         input_ids: [N, L] long, right-padded with the pad id; the image sentinel
             ``IMAGE_TOKEN_INDEX`` (-200) once per row, where the image's features go.
         attention_mask: [N, L] bool, True on each row's real tokens.
@@ -46,7 +49,7 @@ class LisaBatch:
     """
 
     images: torch.Tensor
-    images_clip: torch.Tensor
+    images_clip: torch.Tensor | dict[str, torch.Tensor]
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     offset: torch.Tensor
@@ -67,7 +70,7 @@ class LisaBatch:
 
     @property
     def num_images(self) -> int:
-        return self.images_clip.shape[0]
+        return self.images.shape[0]
 
     @property
     def num_conversations(self) -> int:
@@ -90,7 +93,11 @@ class LisaBatch:
 
         moved = copy.copy(self)  # not dataclasses.replace: the shapes were checked when made
         moved.images = move_image(self.images)
-        moved.images_clip = move_image(self.images_clip)
+        moved.images_clip = (
+            {name: move_image(value) for name, value in self.images_clip.items()}
+            if isinstance(self.images_clip, dict)
+            else move_image(self.images_clip)
+        )
         moved.input_ids = move(self.input_ids)
         moved.attention_mask = move(self.attention_mask)
         moved.offset = move(self.offset)
@@ -124,8 +131,8 @@ def _check_shapes(batch: LisaBatch) -> None:
     """One sentence for a batch whose parts disagree (instead of an error deep in the model)."""
     num_images, num_rows = batch.num_images, batch.num_conversations
     problems = []
-    if batch.images.shape[0] != num_images:
-        problems.append(f"{batch.images.shape[0]} SAM images for {num_images} CLIP images")
+    if isinstance(batch.images_clip, torch.Tensor) and batch.images_clip.shape[0] != num_images:
+        problems.append(f"{num_images} SAM images for {batch.images_clip.shape[0]} CLIP images")
     if batch.input_ids.dim() != 2:
         problems.append(f"input_ids of shape {list(batch.input_ids.shape)}, expected [N, L]")
     for name in ("attention_mask", "labels"):
