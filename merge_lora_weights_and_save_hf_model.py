@@ -27,7 +27,7 @@ import torch
 from model.builder import (
     LoraSettings,
     apply_lora,
-    build_lisa_from_settings,
+    build_model_for_training,
     load_trained_weights,
     lora_settings_from,
     model_settings_from,
@@ -39,9 +39,9 @@ from utils.devices import PRECISIONS
 from utils.errors import UsageError
 from utils.ignored_flags import IGNORED_HELP, announce_ignored_flags, flags_off_default
 from utils.output_dir import OVERWRITE_HELP, OutputFolder
-from utils.tokenization import load_tokenizer
 from utils.train_config import (
     NO_SAM_FILE,
+    SEGMENTER_CHOICES,
     add_lora_flags,
     check_state_dict_file,
     config_from_namespace,
@@ -59,7 +59,8 @@ class MergeConfig:
     save_path: str  # output folder: new, empty, or written by an earlier merge
     version: str = "liuhaotian/llava-llama-2-13b-chat-lightning-preview"  # the base trained from
     vision_tower: str = "openai/clip-vit-large-patch14"  # CLIP directory, recorded in config.json
-    vision_pretrained: str = NO_SAM_FILE  # the SAM file of the training run
+    vision_pretrained: str = NO_SAM_FILE  # the SAM file (or SAM 2 directory) of the training run
+    segmenter: str = "auto"  # as train_ds.py's --segmenter
     precision: str = "bf16"  # dtype of the saved weights
     out_dim: int = 256  # [SEG] prompt width; must be the SAM decoder's
     image_size: int | None = None  # SAM input side; None: the SAM's own; another is refused
@@ -105,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> MergeConfig:
         help="dtype of the saved weights",
     )
     add("--vision-tower", "--vision_tower", dest="vision_tower", default=d.vision_tower)
-    add("--vision_pretrained", default=d.vision_pretrained, type=str)
+    add("--vision_pretrained", default=d.vision_pretrained, type=str, help="as for training")
+    add("--segmenter", default=d.segmenter, choices=SEGMENTER_CHOICES, help="as for training")
     add("--out_dim", default=d.out_dim, type=int)
     add(
         "--image_size",
@@ -169,26 +171,37 @@ def merge(config: MergeConfig) -> Path:
     )
     output.claim()  # before the model is built: a refused output costs nothing
     with output:
-        lisa, state, tokenizer = merged_model(config)
+        lisa, state, tokenizer, base_format = merged_model(config)
         lisa.save_pretrained(output.staging, state_dict=state)
-        tokenizer.save_pretrained(output.staging)
+        if base_format is None:
+            tokenizer.save_pretrained(output.staging)
+        else:  # tokenizer, image processor and chat template, as the base directory has them
+            from model.bases.load import save_base_files
+
+            save_base_files(base_format, output.staging)
         output.commit()
-    tower = (
-        "included"
-        if config.include_vision_tower
-        else f"not included (load with --vision-tower={config.vision_tower})"
-    )
     print(
-        f"saved {config.save_path} ({config.precision}, {len(state)} tensors); vision tower {tower}"
+        f"saved {config.save_path} ({config.precision}, {len(state)} tensors); "
+        + saved_parts(config, lisa)
     )
     return Path(config.save_path)
 
 
+def saved_parts(config: MergeConfig, lisa) -> str:
+    """What the saved directory holds, in words."""
+    if lisa.config.model_type == "lisa_vlm":
+        return f"base {lisa.config.base_kind}, segmenter {lisa.config.segmenter_kind}"
+    if config.include_vision_tower:
+        return "vision tower included"
+    return f"vision tower not included (load with --vision-tower={config.vision_tower})"
+
+
 def merged_model(config: MergeConfig):
-    """The merged LISA model, the state dict to save (the vision tower left out unless asked
-    for) and the tokenizer."""
-    tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
-    model = build_lisa_from_settings(model_settings_from(config), tokenizer, torch.float32)
+    """The merged LISA model, the state dict to save (the original layout's CLIP tower left out
+    unless asked for), the tokenizer and the base format (None for the original layout)."""
+    model, tokenizer, base_format = build_model_for_training(
+        model_settings_from(config), torch.float32, model_max_length=config.model_max_length
+    )
     lora = lora_settings(config)
     if lora is not None:
         model = apply_lora(model, lora)
@@ -196,11 +209,12 @@ def merged_model(config: MergeConfig):
     if lora is not None:
         model = model.merge_and_unload()
     lisa = unwrap_lisa(model).to(PRECISIONS[config.precision])
-    lisa.config.vision_tower = config.vision_tower
     state = lisa.state_dict()
-    if not config.include_vision_tower:
-        state = {k: v for k, v in state.items() if "vision_tower" not in k}
-    return lisa, state, tokenizer
+    if base_format is None:
+        lisa.config.vision_tower = config.vision_tower
+        if not config.include_vision_tower:
+            state = {k: v for k, v in state.items() if "vision_tower" not in k}
+    return lisa, state, tokenizer, base_format
 
 
 def load_merge_weights(model: torch.nn.Module, weight: str) -> None:

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from model.bases.detect import base_kind_of
 from model.builder import (
     LoraSettings,
     ModelSettings,
     apply_lora,
-    build_lisa_from_settings,
+    build_model_for_training,
     load_trained_weights,
     lora_settings_from,
     model_settings_from,
@@ -78,7 +79,7 @@ from utils.metrics import (
     mean_pairwise_cosine,
 )
 from utils.run_dir import check_run_dir, create_run_dir
-from utils.tokenization import LegacyLlamaTokenizer, load_tokenizer
+from utils.tokenization import LegacyLlamaTokenizer
 from utils.train_config import TrainConfig, parse_train_flags
 from utils.transforms import ClipTransform
 
@@ -143,9 +144,20 @@ def run_precision(precision: str, device: torch.device) -> tuple[torch.dtype, st
     return dtype, "fp32" if dtype == torch.float32 else precision
 
 
-def build_data(run: RunContext) -> tuple[HybridDataset, list[ValDataset]]:
+def base_format_of(config: TrainConfig):
+    """The :class:`model.bases.BaseFormat` of a transformers base (LLaVA in the Hugging Face
+    layout, Qwen2.5-VL): its tokenizer, chat template and image processing; None for the
+    original LLaVA layout (utils/ serves it)."""
+    if base_kind_of(config.version) == "llava":
+        return None
+    from model.bases.load import load_base_format
+
+    return load_base_format(config.version, model_max_length=config.model_max_length)
+
+
+def build_data(run: RunContext, base_format=None) -> tuple[HybridDataset, list[ValDataset]]:
     """The training mixture (endless; an epoch's worth of samples per epoch) and the validation
-    sets (none with --no_eval)."""
+    sets (none with --no_eval), made for ``base_format`` (None: the original layout)."""
     config = run.config
     samples_per_epoch = (
         config.batch_size
@@ -153,9 +165,13 @@ def build_data(run: RunContext) -> tuple[HybridDataset, list[ValDataset]]:
         * config.steps_per_epoch
         * run.info.world_size
     )
+    if base_format is None:
+        inputs = {"clip_transform": clip_transform_for(config, base_tower_path(config.version))}
+    else:
+        inputs = {"base_format": base_format}
     return build_datasets(
         config.data_config(),
-        clip_transform=clip_transform_for(config, base_tower_path(config.version)),
+        **inputs,
         samples_per_epoch=samples_per_epoch,
         with_validation=not config.no_eval,
     )
@@ -172,12 +188,19 @@ def lora_settings(config: TrainConfig) -> LoraSettings | None:
 
 
 def build_model(
-    config: TrainConfig, dtype: torch.dtype
+    config: TrainConfig, dtype: torch.dtype, base_format=None
 ) -> tuple[torch.nn.Module, LegacyLlamaTokenizer]:
     """LISA with its adapters and trainable parameters chosen, --weight loaded; its tokenizer."""
-    tokenizer = load_tokenizer(config.version, model_max_length=config.model_max_length)
-    model = build_lisa_from_settings(model_settings(config), tokenizer, dtype)
-    model.pack_conversations = config.pack_conversations
+    model, tokenizer, _ = build_model_for_training(
+        model_settings(config),
+        dtype,
+        model_max_length=config.model_max_length,
+        base_format=base_format,
+    )
+    if base_format is None:
+        model.pack_conversations = config.pack_conversations
+    elif config.pack_conversations:
+        logger.info("packed conversations serve the original LLaVA layout; this base runs unpacked")
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}
@@ -195,8 +218,16 @@ def build_model(
     return model, tokenizer
 
 
-def make_collate(config: TrainConfig, tokenizer: LegacyLlamaTokenizer, model: torch.nn.Module):
+def make_collate(
+    config: TrainConfig, tokenizer: LegacyLlamaTokenizer, model: torch.nn.Module, base_format=None
+):
     """The batching function of both loaders: prompts built, tokenised and padded."""
+    if base_format is not None:
+        from utils.collate import collate_with_format
+
+        return partial(
+            collate_with_format, base_format=base_format, model_max_length=config.model_max_length
+        )
     return partial(
         collate_fn,
         tokenizer=tokenizer,
@@ -686,9 +717,10 @@ def main(argv: list[str] | None = None) -> None:
     run = start_run(config)
     found = find_resume(run)
     # the data before the model: a data mistake costs no model build
-    train_dataset, val_datasets = build_data(run)
-    model, tokenizer = build_model(config, run.dtype)
-    collate = make_collate(config, tokenizer, model)
+    base_format = base_format_of(config)
+    train_dataset, val_datasets = build_data(run, base_format)
+    model, tokenizer = build_model(config, run.dtype, base_format)
+    collate = make_collate(config, tokenizer, model, base_format)
     val_loaders = validation_loaders(config, val_datasets, collate, run.info)
     engine, scheduler = build_engine(run, model)
     settings = checkpoint_settings(config, run.info, engine, run.precision)

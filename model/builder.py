@@ -25,13 +25,20 @@ from model.LISA import (
 )
 from model.segment_anything import load_sam_checkpoint
 from utils.errors import UsageError
-from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens
+from utils.tokenization import LegacyLlamaTokenizer, add_lisa_tokens, load_tokenizer
 from utils.train_config import TRAINABLE_RECIPES
 
 logger = logging.getLogger(__name__)
 
 # Linear layers that LoRA never touches: only the language model's own layers get adapters.
-NON_LLM_MODULES = ("visual_model", "vision_tower", "mm_projector", "text_hidden_fcs")
+NON_LLM_MODULES = (
+    "visual_model",  # the segmenter
+    "vision_tower",  # CLIP (original layout, LLaVA in the Hugging Face layout)
+    "mm_projector",
+    "multi_modal_projector",
+    ".visual.",  # Qwen2.5-VL's vision encoder and merger
+    "text_hidden_fcs",
+)
 # Trained in full under the original recipe (besides the LoRA adapters).
 LISA_FULLY_TRAINED = ("lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs")
 # Trained under "heads": the outputs of a frozen LLM (its lm_head, for saying [SEG]) and SAM's side.
@@ -53,7 +60,8 @@ class ModelSettings:
 
     version: str  # LLaVA base directory, or a finished LISA model
     vision_tower: str | None = None  # CLIP directory; None: the one --version's config names
-    vision_pretrained: str | None = None  # official SAM file; None: the SAM in --version
+    vision_pretrained: str | None = None  # SAM file or SAM 2 directory; None: --version's own
+    segmenter: str = "auto"  # "sam" / "sam2" where --vision_pretrained's contents are ambiguous
     use_mm_start_end: bool = True  # <im_start>/<im_end> around the image tokens
     out_dim: int = 256  # [SEG] prompt width; must be the SAM decoder's
     image_size: int | None = 1024  # SAM input side the data is made for; None: the SAM's own
@@ -67,6 +75,7 @@ class ModelFlags(Protocol):
     version: str
     vision_tower: str
     vision_pretrained: str
+    segmenter: str
     use_mm_start_end: bool
     out_dim: int
     image_size: int | None
@@ -86,8 +95,9 @@ def model_settings_from(
         version=flags.version,
         vision_tower=flags.vision_tower if Path(flags.vision_tower).exists() else None,
         vision_pretrained=(
-            flags.vision_pretrained if Path(flags.vision_pretrained).is_file() else None
+            flags.vision_pretrained if Path(flags.vision_pretrained).exists() else None
         ),
+        segmenter=flags.segmenter,
         use_mm_start_end=flags.use_mm_start_end,
         out_dim=flags.out_dim,
         image_size=flags.image_size,
@@ -267,11 +277,14 @@ def load_trained_weights(model: nn.Module, path: str | Path, flag: str = "--weig
 
 
 def unwrap_lisa(model: nn.Module) -> LISAForCausalLM:
-    """The LISAForCausalLM inside a PEFT wrapper (or the model itself)."""
+    """The LISA model (LISAForCausalLM, or LisaVlm on a transformers base) inside a PEFT
+    wrapper (or the model itself)."""
+    from model.lisa_vlm import LisaVlm
+
     if isinstance(model, PeftModel):
         model = model.get_base_model()
-    if not isinstance(model, LISAForCausalLM):
-        raise TypeError(f"expected a LISAForCausalLM, got {type(model).__name__}")
+    if not isinstance(model, LISAForCausalLM | LisaVlm):
+        raise TypeError(f"expected a LISA model, got {type(model).__name__}")
     return model
 
 
@@ -306,3 +319,97 @@ def build_from_llava_base(
         )
     info["missing_keys"] = {key for key in info["missing_keys"] if not key.startswith(SAM_PREFIX)}
     return model, info
+
+
+def build_lisa_vlm(settings: ModelSettings, base_format, dtype: torch.dtype):
+    """LISA on a transformers base (LLaVA in the Hugging Face layout, Qwen2.5-VL) from the base
+    directory ``settings.version`` and the segmenter ``settings.vision_pretrained``, or a finished
+    LISA checkpoint of that kind (its segmenter replaced when ``vision_pretrained`` is given).
+
+    ``base_format`` (model.bases.load.load_base_format) holds the tokenizer with [SEG] added; the
+    embeddings follow its length.
+
+    Raises:
+        UsageError: no segmenter given for a base, or ``out_dim`` / ``image_size`` differ from
+            the segmenter's (named by flag).
+    """
+    from model.bases.detect import base_kind_of, is_lisa_vlm
+    from model.lisa_vlm import BASE_CLASSES, LisaVlm
+    from model.segmenters import segmenter_ops
+    from model.segmenters.load import load_segmenter
+
+    segmenter = None
+    if settings.vision_pretrained is not None:
+        segmenter = load_segmenter(settings.vision_pretrained, _segmenter_choice(settings))
+    if is_lisa_vlm(settings.version):
+        model = LisaVlm.from_pretrained(settings.version, dtype=dtype)
+        if segmenter is not None:
+            model.visual_model = segmenter.to(dtype)
+    else:
+        if segmenter is None:
+            raise UsageError(
+                f"--vision_pretrained: LISA on the base {settings.version} needs a segmenter: "
+                "an official SAM file (sam_vit_h_4b8939.pth) or a SAM 2 directory"
+            )
+        kind = base_kind_of(settings.version)
+        base = BASE_CLASSES[kind][1].from_pretrained(settings.version, dtype=dtype)
+        width = segmenter_ops(segmenter).prompt_width(segmenter)
+        if settings.out_dim != width:
+            raise UsageError(
+                f"--out_dim {settings.out_dim} differs from the segmenter's prompt width "
+                f"{width}; pass --out_dim {width}"
+            )
+        model = LisaVlm.from_parts(
+            base,
+            kind,
+            segmenter.to(dtype),
+            seg_token_idx=base_format.seg_token_id,
+            loss_weights=settings.loss_weights,
+            train_mask_decoder=settings.train_mask_decoder,
+        )
+    model.config.seg_token_idx = base_format.seg_token_id
+    if model.get_input_embeddings().weight.shape[0] < len(base_format.tokenizer):
+        model.resize_token_embeddings(len(base_format.tokenizer))
+    _check_segmenter_input(model, settings)
+    return model
+
+
+def _segmenter_choice(settings: ModelSettings) -> str | None:
+    return None if settings.segmenter == "auto" else settings.segmenter
+
+
+def _check_segmenter_input(model, settings: ModelSettings) -> None:
+    """--image_size must be the official SAM's input side (the data resizes for it); SAM 2
+    resizes the decoded pixels itself."""
+    from model.segmenters import segmenter_ops
+
+    ops = segmenter_ops(model.visual_model)
+    side = ops.input_size(model.visual_model)
+    if ops.kind == "sam" and settings.image_size is not None and settings.image_size != side:
+        raise UsageError(
+            f"--image_size {settings.image_size} differs from the {side}-pixel input of the "
+            f"segmenter; pass --image_size {side}"
+        )
+
+
+def build_model_for_training(
+    settings: ModelSettings, dtype: torch.dtype, *, model_max_length: int, base_format=None
+) -> tuple[nn.Module, object, object | None]:
+    """LISA on whatever base ``settings.version`` holds (train_ds.py and the merge).
+
+    ``base_format``: the one the data was made with (loaded from ``settings.version`` when
+    None). Returns the model, its tokenizer ([SEG] added) and, for a transformers base (LLaVA in the
+    Hugging Face layout, Qwen2.5-VL), its :class:`model.bases.BaseFormat` (None for the original
+    LLaVA layout, which keeps its own path: tokenizer, templates and collate of utils/).
+    """
+    from model.bases.detect import base_kind_of
+
+    if base_kind_of(settings.version) == "llava":
+        tokenizer = load_tokenizer(settings.version, model_max_length=model_max_length)
+        return build_lisa_from_settings(settings, tokenizer, dtype), tokenizer, None
+    from model.bases.load import load_base_format
+
+    if base_format is None:
+        base_format = load_base_format(settings.version, model_max_length=model_max_length)
+    model = build_lisa_vlm(settings, base_format, dtype)
+    return model, base_format.tokenizer, base_format

@@ -159,3 +159,63 @@ def _clip_transform(model: LISAForCausalLM, vision_tower: str | None) -> ClipTra
         model.model.vision_tower.config.image_size
     )  # LLaVA's CLIP processing: resize, crop to side
     return ClipTransform(shortest_edge=side, crop_size=(side, side))
+
+
+# Kept in full precision when the LLM of a LISA on a transformers base is quantized.
+UNQUANTIZED_VLM_MODULES = ["visual_model", "text_hidden_fcs", "base.lm_head", "base.model.visual"]
+
+
+def load_lisa_vlm(
+    path: str | Path,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    load_in_8bit: bool = False,
+    load_in_4bit: bool = False,
+    model_max_length: int = 512,
+):
+    """Load a LISA checkpoint on a transformers base (saved by the merge) for inference.
+
+    Returns its :class:`model.bases.BaseFormat` (tokenizer with [SEG], chat template, image
+    processing, from the files saved beside the weights) and the model in eval mode.
+
+    Raises:
+        CheckpointError: unreadable files, no [SEG] in the tokenizer, or weights that do not fit.
+    """
+    from model.bases.load import load_base_format
+    from model.lisa_vlm import LisaVlm
+
+    path = Path(path)
+    device = resolve_device(device)
+    dtype = resolve_dtype(precision, device)
+    try:
+        base_format = load_base_format(path, model_max_length=model_max_length)
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split()).rstrip(".")
+        raise CheckpointError(
+            f"cannot read the tokenizer or processor files in {path}: {reason}."
+        ) from None
+    quantization = quantization_config(load_in_8bit, load_in_4bit, dtype)
+    if quantization is not None:
+        quantization.llm_int8_skip_modules = UNQUANTIZED_VLM_MODULES
+    extra = (
+        {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
+    )
+    try:
+        model, info = LisaVlm.from_pretrained(path, dtype=dtype, output_loading_info=True, **extra)
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split()).rstrip(".")
+        raise CheckpointError(f"cannot load the LISA checkpoint {path}: {reason[:300]}.") from None
+    problems = sorted(info["missing_keys"]) + sorted(info["unexpected_keys"])
+    if problems or info.get("mismatched_keys"):
+        raise CheckpointError(
+            f"checkpoint {weight_files_label(path)} does not fit its config.json "
+            f"(e.g. {(problems or [str(info['mismatched_keys'])])[:2]})."
+        )
+    if model.config.seg_token_idx != base_format.seg_token_id:
+        raise CheckpointError(
+            f"{path}: config.json's seg_token_idx {model.config.seg_token_idx} is not the "
+            f"tokenizer's {SEG_TOKEN} id {base_format.seg_token_id}."
+        )
+    if quantization is None:
+        model = model.to(device=device, dtype=dtype)
+    return base_format, model.eval()

@@ -54,6 +54,7 @@ TRAIN_FLAGS = {
     "version": {MODEL},
     "vision_tower": {MODEL},
     "vision_pretrained": {MODEL},
+    "segmenter": {MODEL},
     "weight": {RUN},
     "precision": {DEEPSPEED},
     "image_size": {MODEL, DATA},
@@ -99,7 +100,9 @@ TRAIN_FLAGS = {
 }
 
 MERGE_FLAGS = {
-    **dict.fromkeys(("version", "vision_tower", "vision_pretrained", "out_dim"), {MODEL}),
+    **dict.fromkeys(
+        ("version", "vision_tower", "vision_pretrained", "segmenter", "out_dim"), {MODEL}
+    ),
     **dict.fromkeys(("image_size", "use_mm_start_end", "train_mask_decoder"), {MODEL}),
     **dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"), {LORA}),
     **dict.fromkeys(("weight", "save_path", "overwrite", "include_vision_tower"), {RUN}),

@@ -26,6 +26,8 @@ from utils.ignored_flags import IGNORED_HELP, flags_off_default
 
 # What may train (see model.builder.set_trainable); the choices of --trainable.
 TRAINABLE_RECIPES = ("lisa", "all", "heads")
+# The choices of --segmenter: "auto" reads the kind from --vision_pretrained's contents.
+SEGMENTER_CHOICES = ("auto", "sam", "sam2")
 # The value of --vision_pretrained that names no file: SAM then comes from --version's weights.
 NO_SAM_FILE = "PATH_TO_SAM_ViT-H"
 ConfigT = TypeVar("ConfigT")
@@ -38,7 +40,8 @@ class TrainConfig:
     # --- model ---
     version: str = "liuhaotian/llava-llama-2-13b-chat-lightning-preview"  # LLaVA base or LISA
     vision_tower: str = "openai/clip-vit-large-patch14"  # CLIP directory (else the base's own)
-    vision_pretrained: str = NO_SAM_FILE  # official SAM file, e.g. sam_vit_h_4b8939.pth
+    vision_pretrained: str = NO_SAM_FILE  # official SAM file or a SAM 2 directory
+    segmenter: str = "auto"  # one of SEGMENTER_CHOICES: which kind --vision_pretrained holds
     weight: str = ""  # state dict loaded before training or --eval_only (zero_to_fp32.py output)
     precision: str = "bf16"  # fp32 | bf16 | fp16; a CPU runs in fp32
     image_size: int = 1024  # SAM input side; must be the built SAM's
@@ -240,10 +243,10 @@ def _check_paths(config: TrainConfig) -> None:
         )
     if not (Path(config.version) / "config.json").is_file():
         raise UsageError(f"--version: {config.version} has no config.json")
-    if config.vision_pretrained != NO_SAM_FILE and not Path(config.vision_pretrained).is_file():
+    if config.vision_pretrained != NO_SAM_FILE and not Path(config.vision_pretrained).exists():
         raise UsageError(
-            f"--vision_pretrained: {config.vision_pretrained} is not a file "
-            "(e.g. sam_vit_h_4b8939.pth)"
+            f"--vision_pretrained: {config.vision_pretrained} does not exist (expected an "
+            "official SAM file such as sam_vit_h_4b8939.pth, or a SAM 2 directory)"
         )
     if config.weight:
         check_state_dict_file(config.weight, "--weight")
@@ -298,7 +301,20 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
         help="LLaVA base (or a finished LISA checkpoint to continue from)",
     )
     add("--vision-tower", "--vision_tower", dest="vision_tower", default=d.vision_tower)
-    add("--vision_pretrained", default=d.vision_pretrained, type=str)
+    add(
+        "--vision_pretrained",
+        default=d.vision_pretrained,
+        type=str,
+        help="the segmenter: an official SAM file (sam_vit_h_4b8939.pth) or a local SAM 2 "
+        "directory (facebook/sam2.1-hiera-large); default: the one --version holds",
+    )
+    add(
+        "--segmenter",
+        default=d.segmenter,
+        choices=SEGMENTER_CHOICES,
+        help="which segmenter --vision_pretrained holds: read from its contents (auto), or "
+        "sam / sam2 where they are ambiguous",
+    )
     add(
         "--weight",
         default=d.weight,

@@ -33,8 +33,12 @@ def base_kind_from_config(config: dict) -> str | None:
         return config.get("base_kind")
     if model_type == "qwen2_5_vl":
         return "qwen2_5_vl"
-    if model_type == "llava":
-        return "llava_hf" if "text_config" in config else "llava"
+    if model_type == "llava" and "text_config" in config:
+        return "llava_hf"
+    # The original layout: "llava" (LLaVA v1, released LISA), "llava_llama" (LLaVA-1.5), or any
+    # LLaMA config with LLaVA's vision fields.
+    if model_type in ("llava", "llava_llama") or "mm_vision_tower" in config:
+        return "llava"
     return None
 
 
