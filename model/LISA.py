@@ -54,7 +54,6 @@ from model.segment_anything import (
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
 from utils.batch import LisaBatch, one_prompt_per_image_offset
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from utils.sam_input import sam_encoder_input
 
 logger = logging.getLogger(__name__)
 
@@ -319,12 +318,11 @@ class LISAForCausalLM(LlamaForCausalLM):
         self, images: torch.Tensor, original_sizes: Sequence, resize_list: Sequence
     ) -> torch.Tensor:
         """One image's SAM embedding [1, 256, g, g] from its batch input (uint8 or normalised)."""
-        sam = self.model.visual_model
-        encoder_dtype = next(sam.image_encoder.parameters()).dtype
-        sam_input = sam_encoder_input(
-            images, original_sizes, resize_list, sam.image_size
-        )  # (1, 3, S, S) float32
-        return sam.image_encoder(sam_input.to(encoder_dtype))
+        from model.segmenters.sam import OFFICIAL_SAM_OPS
+
+        return OFFICIAL_SAM_OPS.encode(
+            self.model.visual_model, images, original_sizes[0], resize_list[0]
+        )
 
     def _decode_prompts(
         self,
@@ -334,27 +332,17 @@ class LISAForCausalLM(LlamaForCausalLM):
         original_size: tuple[int, int],
     ) -> torch.Tensor:
         """Masks [n, H, W] (logits) of n prompts [n, out_dim] on one image embedding."""
-        sam = self.model.visual_model
-        dtype = image_embedding.dtype
-        sparse, dense = sam.prompt_encoder(
-            points=None, boxes=None, masks=None, text_embeds=embeddings.to(dtype).unsqueeze(1)
+        from model.segmenters.sam import OFFICIAL_SAM_OPS
+
+        return OFFICIAL_SAM_OPS.decode(
+            self.model.visual_model, image_embedding, embeddings, resized, original_size
         )
-        low_res, _ = sam.mask_decoder(
-            image_embeddings=image_embedding,
-            image_pe=sam.prompt_encoder.get_dense_pe().to(dtype),
-            sparse_prompt_embeddings=sparse.to(dtype),
-            dense_prompt_embeddings=dense.to(dtype),
-            multimask_output=False,
-        )  # (n, 1, 4g, 4g)
-        full = sam.postprocess_masks(low_res, input_size=resized, original_size=original_size)
-        return full[:, 0]
 
     def _blank_image_embedding(self, like: torch.Tensor) -> torch.Tensor:
         """[1, C, g, g] zeros shaped like SAM's image embedding, on ``like``'s device."""
-        prompt_encoder = self.model.visual_model.prompt_encoder
-        height, width = prompt_encoder.image_embedding_size
-        dtype = next(self.model.visual_model.mask_decoder.parameters()).dtype
-        return like.new_zeros(1, prompt_encoder.embed_dim, height, width, dtype=dtype)
+        from model.segmenters.sam import OFFICIAL_SAM_OPS
+
+        return OFFICIAL_SAM_OPS.blank(self.model.visual_model, like)
 
     def project_seg_states(
         self,
