@@ -7,12 +7,17 @@ pad. Three fixes over the original: the attention mask comes from the true seque
 genuine ``<unk>`` in a text is the pad id, but neither masked out nor miscounted), truncation
 drops the ground-truth masks whose ``[SEG]`` was cut, and malformed conversations raise a clear
 error.
+
+``collate_with_format`` batches for any base through its :class:`model.bases.BaseFormat`: the
+original layout exactly as ``collate_fn``; the transformers bases with their own image tokens
+already expanded in the ids, training rows cut to the LLM's context but never inside the
+image's tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -24,7 +29,10 @@ from utils.data.sample import Sample
 from utils.sam_input import stack_sam_pixels
 from utils.tokenization import tokenizer_image_token
 
-__all__ = ["Sample", "collate_fn", "mask_instruction_labels"]
+if TYPE_CHECKING:
+    from model.bases import BaseFormat
+
+__all__ = ["Sample", "collate_fn", "collate_with_format", "mask_instruction_labels"]
 
 
 def mask_instruction_labels(
@@ -117,15 +125,99 @@ def collate_fn(
             )
         ids, labels, gt_masks = truncate(batch, offset, ids, labels, gt_masks, limit, tokenizer)
     input_ids, targets, attention_mask = pad(ids, labels, tokenizer.pad_token_id)
+    images_clip = torch.stack([sample.image_clip for sample in batch], dim=0)
+    return _lisa_batch(
+        batch, offset, conversations, images_clip, input_ids, targets, attention_mask, gt_masks
+    )
+
+
+def collate_with_format(
+    samples: Sequence[Sample], base_format: BaseFormat, model_max_length: int = 512
+) -> LisaBatch:
+    """Batch B images with N conversations in total for any base.
+
+    The original LLaVA layout (``base_format.kind == "llava"``) gives exactly
+    :func:`collate_fn` with the format's tokenizer and settings. The transformers bases give ids
+    from ``base_format.tokenise`` (image tokens expanded: real vocabulary ids, no sentinel),
+    labels on the answers and their closing tokens, training rows cut to
+    ``model_max_length`` ids (validation rows never), and ``images_clip`` from
+    ``base_format.collate_vision``.
+
+    Args:
+        samples: B :class:`Sample` made by a ``SampleBuilder`` with the same ``base_format``.
+        base_format: the base's :class:`model.bases.BaseFormat` (its ``image_block_ids`` are
+            the ids a cut must keep).
+        model_max_length: the LLM's context.
+
+    Raises:
+        ValueError: malformed samples, or a training row whose cut would remove image tokens.
+    """
+    if base_format.kind == "llava":
+        return collate_fn(
+            samples,
+            base_format.tokenizer,
+            conv_type=base_format.conv_type,
+            use_mm_start_end=base_format.use_mm_start_end,
+            model_max_length=model_max_length,
+            num_image_tokens=base_format.num_image_tokens,
+        )
+    batch, inference = _checked_samples(samples, base_format.tokenizer)
+    conversations, offset = _wrapped_conversations(batch, use_mm_start_end=False)
+    ids, labels = _tokenise_with_format(batch, offset, conversations, base_format)
+    gt_masks = [sample.masks.float() for sample in batch]
+    if not inference:
+        ids, labels, gt_masks = truncate_rows(
+            batch,
+            offset,
+            ids,
+            labels,
+            gt_masks,
+            model_max_length,
+            base_format.seg_token_id,
+            base_format.image_block_ids,
+        )
+    input_ids, targets, attention_mask = pad(ids, labels, base_format.tokenizer.pad_token_id)
+    images_clip = base_format.collate_vision([sample.image_clip for sample in batch])
+    return _lisa_batch(
+        batch, offset, conversations, images_clip, input_ids, targets, attention_mask, gt_masks
+    )
+
+
+def _tokenise_with_format(
+    batch: Sequence[Sample],
+    offset: Sequence[int],
+    conversations: Sequence[str],
+    base_format: BaseFormat,
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Ids and labels of every conversation, each with its own image's tokens."""
+    ids, labels = [], []
+    for i, sample in enumerate(batch):
+        for text in conversations[offset[i] : offset[i + 1]]:
+            row, row_labels = base_format.tokenise(text, sample.image_clip, with_labels=True)
+            ids.append(row)
+            labels.append(row_labels)
+    return ids, labels
+
+
+def _lisa_batch(
+    batch: Sequence[Sample],
+    offset: Sequence[int],
+    conversations: list[str],
+    images_clip: torch.Tensor | dict[str, torch.Tensor],
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gt_masks: list[torch.Tensor],
+) -> LisaBatch:
     return LisaBatch(
         images=stack_sam_pixels([sample.image for sample in batch]),
-        images_clip=torch.stack([sample.image_clip for sample in batch], dim=0),
+        images_clip=images_clip,
         input_ids=input_ids,
         attention_mask=attention_mask,
         offset=torch.tensor(offset, dtype=torch.long),
         resize_sizes=[sample.resize for sample in batch],
         original_sizes=[sample.original_size for sample in batch],
-        labels=targets,
+        labels=labels,
         gt_masks=gt_masks,
         image_paths=[sample.image_path for sample in batch],
         questions=[sample.questions for sample in batch],
@@ -193,7 +285,31 @@ def truncate(
     """Every sequence cut to ``limit`` ids, and the masks whose [SEG] survived the cut."""
     if all(len(row) <= limit for row in ids):
         return ids, labels, gt_masks
-    gt_masks = _drop_cut_masks(batch, offset, ids, limit, gt_masks, tokenizer)
+    seg_id = _seg_id(tokenizer)
+    return truncate_rows(
+        batch, offset, ids, labels, gt_masks, limit, seg_id, frozenset({IMAGE_TOKEN_INDEX})
+    )
+
+
+def truncate_rows(
+    batch: Sequence[Sample],
+    offset: Sequence[int],
+    ids: list[list[int]],
+    labels: list[torch.Tensor],
+    gt_masks: list[torch.Tensor],
+    limit: int,
+    seg_id: int | None,
+    image_ids: Collection[int],
+) -> tuple[list[list[int]], list[torch.Tensor], list[torch.Tensor]]:
+    """Every sequence cut to ``limit`` ids, and the masks whose [SEG] (``seg_id``; None: no
+    [SEG] in the vocabulary) survived the cut.
+
+    Raises:
+        ValueError: the cut would remove any of a row's image ids (``image_ids``).
+    """
+    if all(len(row) <= limit for row in ids):
+        return ids, labels, gt_masks
+    gt_masks = _drop_cut_masks(batch, offset, ids, limit, gt_masks, seg_id, image_ids)
     return [row[:limit] for row in ids], [row[:limit] for row in labels], gt_masks
 
 
@@ -213,31 +329,35 @@ def pad(
     return input_ids, targets, attention_mask
 
 
+def _seg_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The id of [SEG], None when the vocabulary has none."""
+    seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+    return None if seg_id is None or seg_id == tokenizer.unk_token_id else seg_id
+
+
 def _drop_cut_masks(
     batch: Sequence[Sample],
     offset: Sequence[int],
     ids: Sequence[Sequence[int]],
     limit: int,
     masks_list: list[torch.Tensor],
-    tokenizer: PreTrainedTokenizerBase,
+    seg_id: int | None,
+    image_ids: Collection[int],
 ) -> list[torch.Tensor]:
     """Masks left once every sequence is cut to ``limit`` ids: those whose [SEG] survived.
 
     Image i's masks follow the [SEG]s of its conversations in order, so each conversation owns a
     contiguous run of masks, of which the first "kept [SEG]s" remain.
     """
-    seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-    if seg_id is None or seg_id == tokenizer.unk_token_id:
-        seg_id = None  # no [SEG] in this vocabulary: nothing can be cut
     kept_masks = []
     for i, sample in enumerate(batch):
         keep: list[int] = []
         start = 0
         for row in range(offset[i], offset[i + 1]):
-            if IMAGE_TOKEN_INDEX not in ids[row][:limit]:
+            if any(token in image_ids for token in ids[row][limit:]):
                 raise ValueError(
                     f"truncating a conversation of {sample.image_path!r} to {limit} tokens removes "
-                    "its image; raise model_max_length."
+                    "its image (or some of its image tokens); raise model_max_length."
                 )
             total = sum(1 for t in ids[row] if t == seg_id) if seg_id is not None else 0
             kept = sum(1 for t in ids[row][:limit] if t == seg_id) if seg_id is not None else 0

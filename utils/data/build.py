@@ -10,6 +10,7 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils.conversation import CONV_TYPES
 from utils.data.bad_samples import MissingSourceError
@@ -26,6 +27,9 @@ from utils.data.val_dataset import ValDataset
 from utils.data.vqa_source import vqa_source
 from utils.errors import UsageError
 from utils.transforms import ClipTransform
+
+if TYPE_CHECKING:
+    from model.bases import BaseFormat
 
 TASKS = ("sem_seg", "refer_seg", "vqa", "reason_seg")
 SEM_SEG_SOURCES = (*LABEL_MAP_SOURCES, *PART_SOURCES)
@@ -231,15 +235,20 @@ def build_val_datasets(config: DataConfig, builder: SampleBuilder) -> list[ValDa
 def build_datasets(
     config: DataConfig,
     *,
-    clip_transform: ClipTransform,
+    clip_transform: ClipTransform | None = None,
     samples_per_epoch: int,
     with_validation: bool = True,
+    base_format: BaseFormat | None = None,
 ) -> tuple[HybridDataset, list[ValDataset]]:
     """What train_ds.py needs: the training mixture and the validation sets.
 
     Args:
         config: the data settings.
-        clip_transform: ``ClipTransform.from_pretrained(<vision tower directory>)``.
+        clip_transform: ``ClipTransform.from_pretrained(<vision tower directory>)`` (the
+            original LLaVA layout, conversations in ``config.conv_type``).
+        base_format: instead of ``clip_transform``: the base's format
+            (``model.bases.load.load_base_format``), whose image inputs and chat template the
+            samples get.
         samples_per_epoch: batch size x gradient accumulation x steps per epoch x world size.
         with_validation: False for ``--no_eval`` (the validation sets are still read when
             ``--exclude_val`` needs their images, but not returned).
@@ -252,6 +261,7 @@ def build_datasets(
         image_size=config.image_size,
         conv_template=config.conv_type,
         answers=parse_answer_templates(config.answer_templates),
+        base_format=base_format,
     )
     val_sets = build_val_datasets(config, builder) if with_validation or config.exclude_val else []
     excluded = set().union(*(v.image_keys() for v in val_sets)) if config.exclude_val else set()

@@ -14,7 +14,8 @@ class Sample:
 
     image_path: str
     image: torch.Tensor  # [3, H, W] uint8 SAM input: the decoded pixels (resized by the model)
-    image_clip: torch.Tensor  # [3, h, w] float32 CLIP input
+    image_clip: torch.Tensor | dict[str, torch.Tensor]  # the base's vision input: [3, h, w]
+    # float32 CLIP pixels, or a dict of tensors (Qwen2.5-VL: pixel_values, image_grid_thw)
     conversations: list[str]  # full conversations about this image, each with one "<image>"
     masks: torch.Tensor  # [n, H, W] ground truth, one per [SEG] over all conversations, in order
     label: torch.Tensor  # [H, W] class map at the original size (255 = ignore)

@@ -1,8 +1,9 @@
 """The one path from an image file, questions and masks to a :class:`utils.data.sample.Sample`.
 
 Every reader (training sources and validation sets) goes through :class:`SampleBuilder`: it reads
-the image robustly, applies the SAM and CLIP transforms, and writes the conversations with the
-template it was given (never a module-level default).
+the image robustly, applies the SAM transform and the base's image preprocessing, and writes the
+conversations with the template it was given (never a module-level default), or with the chat
+template of the base format it was given (:class:`model.bases.BaseFormat`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,9 +23,15 @@ from utils.data.questions import ANSWER_LIST
 from utils.data.sample import Sample
 from utils.transforms import ClipTransform, SamTransform, load_image
 
+if TYPE_CHECKING:
+    from model.bases import BaseFormat, VisionInput
+
 
 class SampleBuilder:
     """Image transforms plus conversation template, shared by all datasets.
+
+    Give either ``clip_transform`` (with ``conv_template``: the original LLaVA layout) or
+    ``base_format`` (any base: its image inputs and chat template; ``conv_template`` unused).
 
     Args:
         clip_transform: CLIP preprocessing of the vision tower
@@ -33,18 +41,23 @@ class SampleBuilder:
             :class:`Conversation`; its messages are ignored.
         answers: the answer templates of segmentation questions (each holds one ``[SEG]``);
             the original's five by default.
+        base_format: the multimodal base's format (``model.bases.load.load_base_format``).
     """
 
     def __init__(
         self,
         *,
-        clip_transform: ClipTransform,
+        clip_transform: ClipTransform | None = None,
         image_size: int = 1024,
         conv_template: str | Conversation = "llava_v1",
         answers: Sequence[str] = ANSWER_LIST,
+        base_format: BaseFormat | None = None,
     ) -> None:
+        if (clip_transform is None) == (base_format is None):
+            raise ValueError("SampleBuilder takes either clip_transform or base_format.")
         self.answers = tuple(answers)
         self.clip = clip_transform
+        self.base_format = base_format
         self.sam = SamTransform(image_size)
         template = (
             get_conv_template(conv_template) if isinstance(conv_template, str) else conv_template
@@ -53,11 +66,19 @@ class SampleBuilder:
 
     def conversation(self, turns: Sequence[tuple[str, str]]) -> str:
         """One conversation: each (user message, answer) appended in order, then the prompt."""
+        if self.base_format is not None:
+            return self.base_format.conversation(turns)
         conv = dataclasses.replace(self.template, messages=[])
         for question, answer in turns:
             conv.append_message(conv.roles[0], question)
             conv.append_message(conv.roles[1], answer)
         return conv.get_prompt()
+
+    def vision_inputs(self, image: np.ndarray) -> VisionInput:
+        """The base's vision encoder input of one RGB uint8 [H, W, 3] image."""
+        if self.base_format is not None:
+            return self.base_format.image_inputs(image)
+        return self.clip(image)
 
     @staticmethod
     def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -108,7 +129,7 @@ class SampleBuilder:
         return Sample(
             image_path=str(image_path),
             image=sam_input,
-            image_clip=self.clip(image),
+            image_clip=self.vision_inputs(image),
             conversations=conversations,
             masks=torch.from_numpy(masks.astype(np.float32)),
             label=torch.from_numpy(label_map),
