@@ -89,10 +89,12 @@ def segmenter_config(module: nn.Module) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(config) | {"decoder_num_heads": heads}))
     if isinstance(module, Sam2Model):
         config = module.config  # a sam2_video checkpoint's config keeps its video settings
+        # Copies: a Sam2Config built on the module's own sub-configs would reset their settings
+        # (the attention implementation among them).
         image_config = Sam2Config(
-            vision_config=config.vision_config,
-            prompt_encoder_config=config.prompt_encoder_config,
-            mask_decoder_config=config.mask_decoder_config,
+            vision_config=config.vision_config.to_dict(),
+            prompt_encoder_config=config.prompt_encoder_config.to_dict(),
+            mask_decoder_config=config.mask_decoder_config.to_dict(),
             initializer_range=config.initializer_range,
         )
         return json.loads(image_config.to_json_string())
