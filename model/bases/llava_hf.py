@@ -63,7 +63,7 @@ class LlavaHfFormat(TemplatedFormat):
         self.patch_size = int(patch_size)
         self.keep_cls = keep_cls
         self.image_transform = image_transform
-        self.image_placeholder = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        self.image_placeholder = self.token_text(self.image_token_id, "image_token_id")
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, model_max_length: int) -> LlavaHfFormat:

@@ -47,10 +47,10 @@ class Qwen25VlFormat(TemplatedFormat):
         super().__init__(**common)
         self.image_processor = image_processor
         self.merge_size = int(image_processor.merge_size)
-        self.image_placeholder = "".join(
-            self.tokenizer.convert_ids_to_tokens(
-                [vision_start_id, self.image_token_id, vision_end_id]
-            )
+        self.image_placeholder = (
+            self.token_text(vision_start_id, "vision_start_token_id")
+            + self.token_text(self.image_token_id, "image_token_id")
+            + self.token_text(vision_end_id, "vision_end_token_id")
         )
 
     @classmethod

@@ -23,6 +23,9 @@ from model.bases.detect import LISA_VLM_MODEL_TYPE, read_config_json
 from utils.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, SEG_TOKEN
 from utils.errors import UsageError
 
+# One of these holds a tokenizer's vocabulary (a transformers tokenizer, sentencepiece, BPE).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
 
 def base_config_of(directory: str | Path) -> dict:
     """The base model's own config.json fields: the file itself for a base directory, its
@@ -57,6 +60,10 @@ def load_base_tokenizer(directory: str | Path, model_max_length: int) -> PreTrai
         UsageError: unreadable tokenizer files.
         ValueError: ``[SEG]`` does not encode to one id.
     """
+    if not any((Path(directory) / name).is_file() for name in TOKENIZER_FILES):
+        raise UsageError(
+            f"cannot read the tokenizer files in {directory}: none of {', '.join(TOKENIZER_FILES)}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), model_max_length=model_max_length)
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -136,6 +143,17 @@ class TemplatedFormat:
 
     def generation_prompt(self, history: Sequence[Turn], question: str) -> str:
         return self.chat_template.generation_prompt(history, question)
+
+    def token_text(self, token_id: int, field: str) -> str:
+        """The token of ``token_id`` (the config's ``field``); UsageError when the tokenizer
+        has none."""
+        token = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        if token is None:
+            raise UsageError(
+                f"config.json's {field} {token_id} is no token of the base's tokenizer "
+                f"({len(self.tokenizer)} tokens)"
+            )
+        return token
 
     def num_image_tokens(self, vision: VisionInput) -> int:
         raise NotImplementedError
