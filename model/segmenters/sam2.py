@@ -87,7 +87,9 @@ def sam2_pixel_values(
     resized = resize_bilinear_like_pil(images[0, :, :height, :width], (side, side))
     scaled = (resized.double() * SAM2_RESCALE_FACTOR).float()  # [3, side, side]
     mean, std = _normalisation(images.device)
-    return ((scaled - mean) / std).unsqueeze(0)
+    # Contiguous whatever the resize gave (Pillow's is channels-last): the encoder's first
+    # convolution rounds according to the layout of its input.
+    return ((scaled - mean) / std).unsqueeze(0).contiguous()
 
 
 @functools.cache
@@ -147,8 +149,11 @@ class Sam2Ops:
         dtype = next(module.vision_encoder.parameters()).dtype
         features = module.vision_encoder(pixel_values.to(dtype)).fpn_hidden_states
         features_s0, features_s1, coarsest = features  # strides 4, 8, 16
-        no_memory = module.no_memory_embedding.view(1, -1, 1, 1)  # [1, C, 1, 1]
-        return Sam2ImageEmbedding(coarsest + no_memory, features_s0, features_s1)
+        # Added over [g*g, 1, C] and viewed back as Sam2Model does: the same numbers to the
+        # last bit (the decoder's products see the same memory layout).
+        tokens = coarsest.flatten(2).permute(2, 0, 1) + module.no_memory_embedding  # [g*g, 1, C]
+        image_embedding = tokens.permute(1, 2, 0).view(coarsest.shape)  # [1, C, g, g]
+        return Sam2ImageEmbedding(image_embedding, features_s0, features_s1)
 
     def blank(self, module: Sam2Model, like: torch.Tensor) -> Sam2ImageEmbedding:
         """Zeros shaped like an image's feature maps, in the decoder's dtype, on ``like``'s
@@ -195,10 +200,12 @@ class Sam2Ops:
             decoder.conv_s0(embedding.features_s0.to(dtype)),  # [1, C/8, 4g, 4g]
             decoder.conv_s1(embedding.features_s1.to(dtype)),  # [1, C/4, 2g, 2g]
         ]
+        # Contiguous, as Sam2Model's repeat over its batch leaves it (the same products).
+        position = module.get_image_wide_positional_embeddings().contiguous()  # [1, C, g, g]
         with _single_mask_output(decoder):
             low_res = decoder(
                 image_embeddings=embedding.image_embedding.to(dtype),
-                image_positional_embeddings=module.get_image_wide_positional_embeddings(),
+                image_positional_embeddings=position,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense.to(dtype),
                 multimask_output=False,
