@@ -22,10 +22,12 @@ REL = 1e-5
 GRADIENT_REL = 1e-4
 
 
-def random_batch(seed: int, counts=(3, 1, 2), truncate_to: int | None = None) -> LisaBatch:
+def random_batch(
+    seed: int, counts=(3, 1, 2), truncate_to: int | None = None, clip_size: int = 32
+) -> LisaBatch:
     """Images with 1-3 conversations each: a shared system prompt and image, then questions and
     answers of different lengths with 0-3 [SEG]s; rows cut at ``truncate_to`` ids (their cut
-    [SEG]s lose their masks, as collate_fn does)."""
+    [SEG]s lose their masks, as collate_fn does). CLIP inputs are ``clip_size`` pixels wide."""
     generator = torch.Generator().manual_seed(seed)
 
     def tokens(n: int) -> list[int]:
@@ -63,7 +65,7 @@ def random_batch(seed: int, counts=(3, 1, 2), truncate_to: int | None = None) ->
     num_images = len(counts)
     return LisaBatch(
         images=torch.randn(num_images, 3, 128, 128, generator=generator),
-        images_clip=torch.randn(num_images, 3, 32, 32, generator=generator),
+        images_clip=torch.randn(num_images, 3, clip_size, clip_size, generator=generator),
         input_ids=input_ids,
         attention_mask=attention,
         offset=torch.tensor([0, *torch.tensor(counts).cumsum(0).tolist()]),
@@ -74,9 +76,10 @@ def random_batch(seed: int, counts=(3, 1, 2), truncate_to: int | None = None) ->
     )
 
 
-def tiny_model(attn_implementation: str = "sdpa") -> LISAForCausalLM:
+def tiny_model(attn_implementation: str = "sdpa", **overrides) -> LISAForCausalLM:
+    """The tiny LISA with random weights (``overrides``: fields of its config)."""
     torch.manual_seed(0)
-    model = LISAForCausalLM(tiny_config(attn_implementation=attn_implementation))
+    model = LISAForCausalLM(tiny_config(attn_implementation=attn_implementation, **overrides))
     with torch.no_grad():  # non-trivial norms and biases too
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
