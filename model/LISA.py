@@ -42,9 +42,18 @@ from model.checkpoint_files import (
     weight_files_label,
 )
 from model.config import LisaConfig
-from model.decoding import greedy_decode
+from model.decoding import Decoded, greedy_decode, last_conversations
 from model.losses import mask_losses
 from model.packing import pack_conversations, unpack_hidden
+from model.prompt_prefix import (
+    CachedPrefix,
+    PrefixPlan,
+    PrefixRows,
+    plan_prefixes,
+    prefix_rows,
+    prompt_suffixes,
+    run_prefixes,
+)
 from model.segment_anything import (
     SamConfig,
     build_sam,
@@ -105,6 +114,9 @@ class LisaGeneration:
     # and including EOS; right-padded with the pad id
     output_ids: torch.Tensor
     pred_masks: list[torch.Tensor]  # per image [n_i, H_i, W_i] logits, one per new [SEG]
+    # per image, the keys and values of its last conversation (prompt and answer) to start a
+    # follow-up from; only when asked for (keep_prefixes=True)
+    prefixes: list[CachedPrefix | None] | None = None
 
 
 @dataclass
@@ -541,8 +553,20 @@ class LISAForCausalLM(LlamaForCausalLM):
 
     @torch.no_grad()
     def _generate_with_masks(
-        self, batch: LisaBatch, *, max_new_tokens: int = 32, eos_token_id: int | None = None
+        self,
+        batch: LisaBatch,
+        *,
+        max_new_tokens: int = 32,
+        eos_token_id: int | None = None,
+        share_prefix: bool = True,
+        cached_prefixes: Sequence[CachedPrefix | None] | None = None,
+        keep_prefixes: bool = False,
     ) -> LisaGeneration:
+        """See :meth:`generate`. ``share_prefix``: the beginning the prompts about one image
+        share runs through the LLM once for them all. ``cached_prefixes`` (one entry per image,
+        or None): keys and values of an earlier conversation about each image, which the
+        prompts continue where they begin with its tokens. ``keep_prefixes``: return those of
+        the last conversation about each image (prompt and answer) for the next call."""
         eos_id = self.config.eos_token_id if eos_token_id is None else eos_token_id
         conversation_to_image = conversation_image_index(
             batch.offset, batch.num_conversations, batch.num_images, batch.input_ids.device
@@ -551,32 +575,68 @@ class LISAForCausalLM(LlamaForCausalLM):
         inputs = self.prepare_multimodal_inputs(
             batch.input_ids, image_features, conversation_to_image, batch.attention_mask
         )
-        prompt_ids, embeds, mask = _right_to_left_padding(
-            inputs.expanded_ids, inputs.inputs_embeds, inputs.attention_mask
-        )  # (N, Lx), every prompt ends at position Lx - 1
-        new_tokens, hidden = self._greedy_decode(embeds, mask, max_new_tokens, eos_id)
-        full_ids = torch.cat([prompt_ids, new_tokens], dim=1)  # (N, Lx + T)
-        seg_mask = self.seg_token_mask(full_ids, num_positions=hidden.shape[1])
+        plan = plan_prefixes(
+            inputs.expanded_ids,
+            inputs.attention_mask,
+            conversation_to_image,
+            share=share_prefix,
+            cached=cached_prefixes,
+        )
+        prefix, (prompt_ids, embeds, mask) = self._prefixes_and_rest(inputs, plan, cached_prefixes)
+        decoded = self._greedy_decode(embeds, mask, max_new_tokens, eos_id, prefix)
+        full_ids = torch.cat([prompt_ids, decoded.tokens], dim=1)  # (N, S + T)
+        seg_mask = self.seg_token_mask(full_ids, num_positions=decoded.hidden.shape[1])
         seg_mask[:, : prompt_ids.shape[1] - 1] = False  # a [SEG] of the prompt is not answered
         _, per_image = self.project_seg_states(
-            hidden, seg_mask, conversation_to_image, batch.num_images
+            decoded.hidden, seg_mask, conversation_to_image, batch.num_images
         )
         pred_masks = self.decode_masks(
             batch.images, per_image, batch.resize_sizes, batch.original_sizes
         )
         output_ids = _prompts_and_answers(
-            batch.input_ids, batch.attention_mask, new_tokens, eos_id, self._pad_id
+            batch.input_ids, batch.attention_mask, decoded.tokens, eos_id, self._pad_id
         )
-        return LisaGeneration(output_ids=output_ids, pred_masks=pred_masks)
+        prefixes = None
+        if keep_prefixes:
+            prefixes = last_conversations(
+                decoded, inputs.expanded_ids, inputs.attention_mask, plan, eos_id, batch.num_images
+            )
+        return LisaGeneration(output_ids=output_ids, pred_masks=pred_masks, prefixes=prefixes)
+
+    def _prefixes_and_rest(
+        self,
+        inputs: MultimodalInputs,
+        plan: PrefixPlan,
+        cached_prefixes: Sequence[CachedPrefix | None] | None,
+    ) -> tuple[PrefixRows | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The ``plan``'s prefixes through the LLM (each image's once), and each row's tokens
+        after its prefix: ids [N, S], embeddings [N, S, H] and mask [N, S], left-padded so that
+        every row ends at column S - 1."""
+        num_rows = inputs.expanded_ids.shape[0]
+        prefix = prefix_rows(
+            plan, run_prefixes(self.model, inputs.inputs_embeds, plan, cached_prefixes), num_rows
+        )
+        rest = prompt_suffixes(
+            inputs.expanded_ids,
+            inputs.inputs_embeds,
+            inputs.attention_mask,
+            plan.row_prefix_lengths(num_rows),
+            self._pad_id,
+        )
+        return prefix, rest
 
     def _greedy_decode(
-        self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy steps over left-padded prompts [N, Lx, H] (see :func:`greedy_decode`).
-
-        Returns the new tokens [N, T] (the pad id after a row's EOS) and the final hidden
-        states [N, Lx + T - 1, H] of the prompt and of every new token but the last.
-        """
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_id: int | None,
+        prefix: PrefixRows | None = None,
+    ) -> Decoded:
+        """Greedy steps over left-padded prompts [N, S, H] that continue ``prefix`` (see
+        :func:`greedy_decode`): the new tokens [N, T] (the pad id after a row's EOS), the final
+        hidden states [N, S + T - 1, H] of the prompt and of every new token but the last, and
+        the cache."""
         return greedy_decode(
             self.model,
             self.lm_head,
@@ -585,6 +645,7 @@ class LISAForCausalLM(LlamaForCausalLM):
             max_new_tokens=max_new_tokens,
             eos_id=eos_id,
             pad_id=self._pad_id,
+            prefix=prefix,
         )
 
     @property
@@ -949,20 +1010,6 @@ def _is_right_padded(mask: torch.Tensor) -> bool:
     lengths = mask.sum(1, keepdim=True)
     positions = torch.arange(mask.shape[1], device=mask.device)
     return bool(torch.equal(mask.bool(), positions < lengths))
-
-
-def _right_to_left_padding(
-    ids: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move each row's padding to the front, so that generation appends after real tokens."""
-    lengths = mask.sum(1)
-    shifts = (mask.shape[1] - lengths).tolist()
-    if not any(shifts):
-        return ids, embeds, mask
-    ids = torch.stack([row.roll(s) for row, s in zip(ids, shifts, strict=True)])
-    embeds = torch.stack([row.roll(s, dims=0) for row, s in zip(embeds, shifts, strict=True)])
-    mask = torch.stack([row.roll(s) for row, s in zip(mask, shifts, strict=True)])
-    return ids, embeds, mask
 
 
 # Keys of the original's dict batch that mean nothing to the plain language model.

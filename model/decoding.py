@@ -8,16 +8,38 @@ table. Nothing in a step waits for the device: whether every row has reached its
 at every ``stop_check_interval`` steps (every step on the CPU, where looking is free), and the
 steps run after the last row ended are cut off at the end, so the answer is the one a loop that
 stops at once would give. The LM head runs on each step's last position only.
+
+The prompt may continue keys and values computed before (a prefix several prompts about one
+image share, or the last conversation about the image: ``model.prompt_prefix``); then only the
+prompt's own tokens run in the first forward, after the prefix's columns of the cache.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DynamicCache, StaticCache
 
+from model.prompt_prefix import CachedPrefix, PrefixPlan, PrefixRows
+
 # Steps between two looks at whether every row has ended, on a device where looking waits for it.
 DEVICE_STOP_CHECK_INTERVAL = 16
+
+
+@dataclass
+class Decoded:
+    """What :func:`greedy_decode` returns."""
+
+    tokens: torch.Tensor  # [N, T] long: new tokens, the pad id after a row's end
+    # [N, S + T - 1, H]: final hidden states of the S prompt columns fed after the prefix and of
+    # every new token but the last
+    hidden: torch.Tensor
+    # keys and values of the prefix, the prompt and every new token but the last (None: T = 0)
+    cache: StaticCache | None = None
+    # [N, P + S + T - 1] bool: the cache columns holding each row's tokens, in order
+    columns: torch.Tensor | None = None
 
 
 def greedy_decode(
@@ -30,23 +52,26 @@ def greedy_decode(
     eos_id: int | None,
     pad_id: int,
     stop_check_interval: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy answers to the left-padded prompts ``embeds`` [N, Lx, H] (``mask`` [N, Lx]).
+    prefix: PrefixRows | None = None,
+) -> Decoded:
+    """Greedy answers to the left-padded prompts ``embeds`` [N, S, H] (``mask`` [N, S]).
 
     ``llm`` is the decoder (a ``LlamaModel``: ``embed_tokens``, ``config`` and the forward of
-    transformers), ``lm_head`` maps its last hidden states to logits. A row stops at ``eos_id``
-    (None: never) and then gets ``pad_id``. Returns the new tokens [N, T] and the final hidden
-    states [N, Lx + T - 1, H] of the prompt and of every new token but the last, T being the
-    steps until every row has ended (at most ``max_new_tokens``).
+    transformers), ``lm_head`` maps its last hidden states to logits. The prompts continue
+    ``prefix`` (keys and values computed before: ``model.prompt_prefix``) when given. A row
+    stops at ``eos_id`` (None: never) and then gets ``pad_id``. T (see :class:`Decoded`): the
+    steps until every row has ended, at most ``max_new_tokens``.
     """
     num_rows, prompt_length = mask.shape
     if max_new_tokens <= 0:
-        return mask.new_zeros(num_rows, 0, dtype=torch.long), embeds[:, :0]
+        return Decoded(mask.new_zeros(num_rows, 0, dtype=torch.long), embeds[:, :0])
     if stop_check_interval is None:
         stop_check_interval = 1 if embeds.device.type == "cpu" else DEVICE_STOP_CHECK_INTERVAL
-    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-    cache, prompt_hidden = _prefill(llm, embeds, mask, positions, max_new_tokens)
-    step_mask = _StepMask(llm.config, mask, prompt_length + max_new_tokens - 1)
+    full_mask = mask.bool() if prefix is None else torch.cat([prefix.mask, mask.bool()], dim=1)
+    positions = (full_mask.long().cumsum(1) - 1).clamp(min=0)  # (N, P + S)
+    cache, prompt_hidden = _prefill(llm, embeds, full_mask, positions, max_new_tokens, prefix)
+    fed_length = full_mask.shape[1]  # columns before the first fed new token
+    step_mask = _StepMask(llm.config, full_mask, fed_length + max_new_tokens - 1)
     # position of the token fed at step s (s >= 1): one past the row's last prompt position
     step_positions = positions[:, -1:] + torch.arange(1, max_new_tokens, device=mask.device)
     finished = torch.zeros(num_rows, dtype=torch.bool, device=mask.device)
@@ -56,7 +81,7 @@ def greedy_decode(
         if step > 0:
             hidden = llm(
                 inputs_embeds=llm.embed_tokens(generated[-1]).unsqueeze(1),
-                attention_mask=step_mask.open(prompt_length + step - 1),
+                attention_mask=step_mask.open(fed_length + step - 1),
                 position_ids=step_positions[:, step - 1 : step],
                 past_key_values=cache,
                 use_cache=True,
@@ -70,27 +95,77 @@ def greedy_decode(
                 break
     tokens = torch.stack(generated, dim=1)  # (N, T')
     steps = _steps_until_all_ended(tokens, eos_id)
-    return tokens[:, :steps], torch.cat(hidden_steps, dim=1)[:, : prompt_length + steps - 1]
+    return Decoded(
+        tokens=tokens[:, :steps],
+        hidden=torch.cat(hidden_steps, dim=1)[:, : prompt_length + steps - 1],
+        cache=cache,
+        columns=step_mask.columns[:, : fed_length + steps - 1],
+    )
+
+
+def kept_prefix(decoded: Decoded, row: int, ids: torch.Tensor) -> CachedPrefix:
+    """The keys and values of ``row``'s first ``len(ids)`` tokens (prefix, prompt, answer) as a
+    one-row cache, to start a later prompt that begins with ``ids`` [L]."""
+    if decoded.cache is None or decoded.columns is None:
+        raise ValueError("nothing was decoded: no keys and values to keep")
+    columns = decoded.columns[row].nonzero().flatten()[: ids.shape[0]]
+    if columns.shape[0] != ids.shape[0]:
+        raise ValueError(f"row {row} holds {columns.shape[0]} tokens, not {ids.shape[0]}")
+    layers = [
+        (layer.keys[row : row + 1, :, columns], layer.values[row : row + 1, :, columns])
+        for layer in decoded.cache.layers
+    ]
+    return CachedPrefix(ids=ids, cache=DynamicCache(ddp_cache_data=layers))
+
+
+def last_conversations(
+    decoded: Decoded,
+    expanded_ids: torch.Tensor,
+    mask: torch.Tensor,
+    plan: PrefixPlan,
+    eos_id: int | None,
+    num_images: int,
+) -> list[CachedPrefix | None]:
+    """Per image, the keys and values of its last row: the prompt (right-padded expanded
+    ``expanded_ids`` [N, Lx], ``mask`` [N, Lx]) and the answer up to its end, but the last new
+    token (never fed). None for an image without rows, and for every image when no step ran."""
+    prefixes: list[CachedPrefix | None] = [None] * num_images
+    steps = decoded.tokens.shape[1]
+    if steps == 0:
+        return prefixes
+    lengths = mask.sum(1).tolist()
+    for group, image in zip(plan.groups, plan.images, strict=True):
+        row = group[-1]
+        answer = decoded.tokens[row]  # (T,)
+        ends = (answer == eos_id).nonzero() if eos_id is not None else answer[:0]
+        fed = min(int(ends[0]) + 1 if len(ends) else steps, steps - 1)
+        ids = torch.cat([expanded_ids[row, : lengths[row]], answer[:fed]])
+        prefixes[image] = kept_prefix(decoded, row, ids)
+    return prefixes
 
 
 def _prefill(
     llm: nn.Module,
     embeds: torch.Tensor,
-    mask: torch.Tensor,
+    full_mask: torch.Tensor,
     positions: torch.Tensor,
     max_new_tokens: int,
+    prefix: PrefixRows | None,
 ) -> tuple[StaticCache, torch.Tensor]:
-    """The prompt through ``llm`` with a growing cache, whose keys and values then move into a
-    static cache of room for the prompt and the ``max_new_tokens - 1`` tokens fed after it."""
-    growing = DynamicCache(config=llm.config)
+    """The prompt through ``llm`` with a growing cache (after the prefix's keys and values),
+    which then moves into a static cache of room for the prefix, the prompt and the
+    ``max_new_tokens - 1`` tokens fed after it. ``full_mask`` and ``positions`` [N, P + S]
+    cover the prefix's columns and the prompt's."""
+    growing = DynamicCache(config=llm.config) if prefix is None else prefix.past
+    prompt_length = embeds.shape[1]
     hidden = llm(
         inputs_embeds=embeds,
-        attention_mask=mask,
-        position_ids=positions,
+        attention_mask=full_mask,
+        position_ids=positions[:, -prompt_length:],
         past_key_values=growing,
         use_cache=True,
-    ).last_hidden_state  # (N, Lx, H)
-    cache = StaticCache(config=llm.config, max_cache_len=mask.shape[1] + max_new_tokens - 1)
+    ).last_hidden_state  # (N, S, H)
+    cache = StaticCache(config=llm.config, max_cache_len=full_mask.shape[1] + max_new_tokens - 1)
     for layer_idx, layer in enumerate(growing.layers):
         cache.update(layer.keys, layer.values, layer_idx)
     return cache, hidden

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from model.LISA import LISAForCausalLM
 from model.loading import load_pretrained_model
+from model.prompt_prefix import ImageKey, PrefixCache, image_key
 from utils.batch import LisaBatch
 from utils.constants import (
     DEFAULT_IM_END_TOKEN,
@@ -187,6 +188,12 @@ class LisaSegmenter:
         use_mm_start_end: wrap the image in <im_start>/<im_end>; default: as the checkpoint
             was trained (config ``mm_use_im_start_end``).
         max_new_tokens: default answer length limit.
+        share_prefix: prompts of one batch about the same image run their common beginning
+            (system prompt, image, ...) through the language model once.
+        prefix_cache_size: how many images' last conversations to keep the keys and values
+            of, so that a follow-up (the conversation re-sent with a new question) computes
+            only its new tokens; 0 keeps none. Each entry holds the conversation's keys and
+            values (per token: 2 x layers x hidden size numbers).
     """
 
     def __init__(
@@ -198,7 +205,11 @@ class LisaSegmenter:
         conv_type: str = "llava_v1",
         use_mm_start_end: bool | None = None,
         max_new_tokens: int = 512,
+        share_prefix: bool = True,
+        prefix_cache_size: int = 1,
     ) -> None:
+        if prefix_cache_size < 0:
+            raise ValueError(f"prefix_cache_size must be 0 or more, got {prefix_cache_size}.")
         self.tokenizer = tokenizer
         self.model = model
         self.preprocessor = preprocessor
@@ -208,6 +219,8 @@ class LisaSegmenter:
         self.use_mm_start_end = use_mm_start_end
         self.max_new_tokens = max_new_tokens
         self.seg_token_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        self.share_prefix = share_prefix
+        self.prefix_cache = PrefixCache(prefix_cache_size)
 
     @classmethod
     def from_pretrained(
@@ -224,6 +237,8 @@ class LisaSegmenter:
         conv_type: str = "llava_v1",
         use_mm_start_end: bool | None = None,
         max_new_tokens: int = 512,
+        share_prefix: bool = True,
+        prefix_cache_size: int = 1,
     ) -> LisaSegmenter:
         """Load a checkpoint directory (see :func:`model.loading.load_pretrained_model`).
 
@@ -254,6 +269,8 @@ class LisaSegmenter:
             conv_type=conv_type,
             use_mm_start_end=use_mm_start_end,
             max_new_tokens=max_new_tokens,
+            share_prefix=share_prefix,
+            prefix_cache_size=prefix_cache_size,
         )
 
     @property
@@ -313,8 +330,14 @@ class LisaSegmenter:
     def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
         return tuple(self.preprocessor(self._checked(image).pixels) for image in images)
 
-    def _batch(self, prepared: Sequence[PreparedImage], rows: Sequence[list[int]]) -> LisaBatch:
-        """Prompt j about image j, ids right-padded, on the model's device."""
+    def _batch(
+        self,
+        prepared: Sequence[PreparedImage],
+        rows: Sequence[list[int]],
+        offset: Sequence[int] | None = None,
+    ) -> LisaBatch:
+        """The rows about the images (image i: rows ``offset[i]:offset[i + 1]``; default one
+        each), ids right-padded, on the model's device."""
         length = max(len(row) for row in rows)
         ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros(len(rows), length, dtype=torch.bool)
@@ -326,7 +349,7 @@ class LisaSegmenter:
             images_clip=torch.cat([p.images_clip for p in prepared]),
             input_ids=ids,
             attention_mask=mask,
-            offset=torch.arange(len(rows) + 1),
+            offset=torch.arange(len(rows) + 1) if offset is None else torch.tensor(offset),
             resize_sizes=[p.resize for p in prepared],
             original_sizes=[p.original_size for p in prepared],
         )
@@ -420,19 +443,11 @@ class LisaSegmenter:
             prompts.append(_checked_prompt(request[1]))
             histories.append(_checked_history(request[2]) if len(request) == 3 else [])
         rows = [self.prompt_ids(p, h) for p, h in zip(prompts, histories, strict=True)]
-        batch = self._batch(self._prepare(images), rows)
-        with torch.inference_mode():
-            generation = self.model.generate(
-                batch,
-                max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        answers = self._generate(images, rows, limit)
         results = []
-        for i, row in enumerate(rows):
-            new_ids = generation.output_ids[i, len(row) :]
+        for i, (new_ids, masks) in enumerate(answers):
             text = decode_answer(new_ids, self.tokenizer, clean=True)
-            # generate decodes the [SEG]s of the new answer only (not those of the history)
-            masks = [(m > 0).cpu().numpy() for m in generation.pred_masks[i]]
             results.append(
                 SegmentationResult(
                     text=text,
@@ -442,3 +457,56 @@ class LisaSegmenter:
                 )
             )
         return results
+
+    def _generate(
+        self, images: Sequence[_Image], rows: Sequence[list[int]], max_new_tokens: int
+    ) -> list[tuple[torch.Tensor, list[np.ndarray]]]:
+        """Greedy answers to ``rows`` (prompt j about image j) in one batch in which the prompts
+        about the same picture share one image: per prompt, its new ids and the masks of the
+        [SEG]s of its answer (not those of its history, answered in their own turns)."""
+        keys = [image_key(image.pixels) for image in images]
+        distinct = list(dict.fromkeys(keys))  # the pictures, in the order they first come
+        order = sorted(range(len(rows)), key=lambda j: distinct.index(keys[j]))
+        first_of = {key: keys.index(key) for key in distinct}
+        offset = [0]
+        for key in distinct:
+            offset.append(offset[-1] + keys.count(key))
+        batch = self._batch(
+            self._prepare([images[first_of[key]] for key in distinct]),
+            [rows[j] for j in order],
+            offset,
+        )
+        with torch.inference_mode():
+            generation = self.model.generate(
+                batch,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **self._prefix_arguments(distinct),
+            )
+        if generation.prefixes is not None:
+            for key, prefix in zip(distinct, generation.prefixes, strict=True):
+                self.prefix_cache.put(key, prefix)
+        # an image's masks come in the order of its prompts, as many as each answer has [SEG]s
+        answers: list = [None] * len(rows)
+        taken = [0] * len(distinct)
+        for position, j in enumerate(order):
+            new_ids = generation.output_ids[position, len(rows[j]) :]
+            image = distinct.index(keys[j])
+            count = int((new_ids == self.seg_token_id).sum())
+            masks = generation.pred_masks[image][taken[image] : taken[image] + count]
+            taken[image] += count
+            answers[j] = (new_ids, [(m > 0).cpu().numpy() for m in masks])
+        return answers
+
+    def _prefix_arguments(self, keys: Sequence[ImageKey]) -> dict:
+        """generate()'s prefix reuse arguments for a batch of the images ``keys`` (none for a
+        model that does not take them)."""
+        if not isinstance(self.model, LISAForCausalLM):
+            return {}
+        keep = self.prefix_cache.size > 0
+        return {
+            "share_prefix": self.share_prefix,
+            "cached_prefixes": [self.prefix_cache.get(key) for key in keys] if keep else None,
+            "keep_prefixes": keep,
+        }
+

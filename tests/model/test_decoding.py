@@ -1,11 +1,13 @@
 """Greedy decoding over the preallocated cache (model.decoding) against transformers' own greedy
-generate and a plain forward over prompt + answer, on left-padded prompts of different lengths."""
+generate and a plain forward over prompt + answer, on left-padded prompts of different lengths;
+and decoding after prompt prefixes (model.prompt_prefix) against decoding the whole prompts."""
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from model.decoding import greedy_decode
+from model.decoding import greedy_decode, kept_prefix
+from model.prompt_prefix import plan_prefixes, prefix_rows, prompt_suffixes, run_prefixes
 
 PAD, VOCAB = 0, 97
 
@@ -38,7 +40,7 @@ def left_padded_prompts(llm, lengths: list[int], seed: int) -> tuple[torch.Tenso
 
 def decode(llm, embeds, mask, max_new_tokens, eos_id, interval=None):
     with torch.no_grad():
-        return greedy_decode(
+        decoded = greedy_decode(
             llm.model,
             llm.lm_head,
             embeds,
@@ -48,6 +50,7 @@ def decode(llm, embeds, mask, max_new_tokens, eos_id, interval=None):
             pad_id=PAD,
             stop_check_interval=interval,
         )
+    return decoded.tokens, decoded.hidden
 
 
 def transformers_greedy(llm, embeds, mask, max_new_tokens, eos_id) -> torch.Tensor:
@@ -118,3 +121,74 @@ def test_no_new_token_and_one_new_token(llm):
     tokens, hidden = decode(llm, embeds, mask, 1, None)
     assert torch.equal(tokens, transformers_greedy(llm, embeds, mask, 1, None))
     assert hidden.shape == (2, 5, 64)
+
+
+def right_padded_prompts(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), PAD)
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = True
+    return ids, mask
+
+
+def decode_after_prefixes(llm, ids, mask, conversation_to_image, share, cached=None):
+    """Plan, prefixes and greedy decoding as LISA's generate runs them, on plain token rows."""
+    embeds = llm.model.embed_tokens(ids)
+    plan = plan_prefixes(ids, mask, conversation_to_image, share=share, cached=cached)
+    with torch.no_grad():
+        prefix = prefix_rows(plan, run_prefixes(llm.model, embeds, plan, cached), len(ids))
+        own_ids, own_embeds, own = prompt_suffixes(
+            ids, embeds, mask, plan.row_prefix_lengths(len(ids)), PAD
+        )
+        decoded = greedy_decode(
+            llm.model,
+            llm.lm_head,
+            own_embeds,
+            own,
+            max_new_tokens=7,
+            eos_id=None,
+            pad_id=PAD,
+            prefix=prefix,
+        )
+    return plan, decoded, own
+
+
+def test_prefixes_give_the_tokens_and_states_of_whole_prompts(llm):
+    shared = [5, 6, 7, 8, 9, 10, 11]
+    rows = [[*shared, 20, 21], [*shared, 22, 23, 24, 25], [*shared[:3], 30], [40, 41, 42, 43]]
+    ids, mask = right_padded_prompts(rows)
+    images = torch.tensor([0, 0, 0, 1])
+    plan, reused, own = decode_after_prefixes(llm, ids, mask, images, share=True)
+    assert plan.lengths[0] == 3  # what the three rows of image 0 begin with
+    _, whole, _ = decode_after_prefixes(llm, ids, mask, images, share=False)
+    assert torch.equal(reused.tokens, whole.tokens)
+    # the rows' own tokens and the new ones: the last columns of the whole rows' states
+    width = reused.hidden.shape[1]
+    real = torch.cat([own, torch.ones(len(rows), 6, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(
+        reused.hidden[real], whole.hidden[:, -width:][real], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_kept_conversation_holds_the_keys_of_its_tokens(llm):
+    ids, mask = right_padded_prompts([[5, 6, 7, 8, 9], [5, 6, 7, 3]])
+    _, decoded, _ = decode_after_prefixes(llm, ids, mask, torch.tensor([0, 0]), share=True)
+    conversation = torch.cat([ids[1, :4], decoded.tokens[1, :6]])  # prompt, fed answer
+    kept = kept_prefix(decoded, 1, conversation)
+    plain = DynamicCache(config=llm.config)
+    with torch.no_grad():
+        llm.model(input_ids=conversation[None], past_key_values=plain, use_cache=True)
+    for kept_layer, plain_layer in zip(kept.cache.layers, plain.layers, strict=True):
+        torch.testing.assert_close(kept_layer.keys, plain_layer.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(kept_layer.values, plain_layer.values, rtol=1e-5, atol=1e-5)
+    # a follow-up that begins with the kept conversation continues it
+    follow_up = [*conversation.tolist(), 50, 51]
+    ids, mask = right_padded_prompts([follow_up])
+    plan, continued, _ = decode_after_prefixes(
+        llm, ids, mask, torch.tensor([0]), share=True, cached=[kept]
+    )
+    assert plan.lengths == plan.reused == [len(conversation)]
+    _, whole, _ = decode_after_prefixes(llm, ids, mask, torch.tensor([0]), share=False)
+    assert torch.equal(continued.tokens, whole.tokens)
