@@ -48,6 +48,12 @@ _OFFICIAL_SAM_NAMES = (
     "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
     "mask_decoder.iou_token.weight",
 )
+_SAM2_IMAGE_SETTINGS = (
+    "vision_config",
+    "prompt_encoder_config",
+    "mask_decoder_config",
+    "initializer_range",
+)
 _SAM2_NAME = "vision_encoder.backbone.patch_embed.projection.weight"
 _EXPECTED = (
     "an official SAM checkpoint file (sam_vit_h_4b8939.pth, or .safetensors with its names) or "
@@ -88,7 +94,7 @@ def segmenter_config(module: nn.Module) -> dict:
         heads = module.mask_decoder.transformer.num_heads  # not recoverable from shapes
         return json.loads(json.dumps(dataclasses.asdict(config) | {"decoder_num_heads": heads}))
     if isinstance(module, Sam2Model):
-        config = module.config  # a sam2_video checkpoint's config keeps its video settings
+        config = module.config  # loaded from a video config.json, it may hold video settings
         # Copies: a Sam2Config built on the module's own sub-configs would reset their settings
         # (the attention implementation among them).
         image_config = Sam2Config(
@@ -252,6 +258,13 @@ def _load_official_sam(path: Path) -> Sam:
     return sam
 
 
+def _sam2_image_config(directory: Path) -> Sam2Config:
+    """The image model's config from a SAM 2 directory's config.json (a video checkpoint's
+    memory settings left out)."""
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    return Sam2Config(**{name: config[name] for name in _SAM2_IMAGE_SETTINGS if name in config})
+
+
 def _load_sam2(directory: Path) -> Sam2Model:
     """transformers' Sam2Model from a SAM 2 directory (safetensors only), all its weights there."""
     if not any((directory / name).is_file() for name in SAM2_WEIGHT_FILES):
@@ -261,7 +274,11 @@ def _load_sam2(directory: Path) -> Sam2Model:
         )
     try:
         model, info = Sam2Model.from_pretrained(
-            directory, dtype=torch.float32, use_safetensors=True, output_loading_info=True
+            directory,
+            config=_sam2_image_config(directory),
+            dtype=torch.float32,
+            use_safetensors=True,
+            output_loading_info=True,
         )
     except (
         OSError,

@@ -193,9 +193,9 @@ class Sam2Ops:
             # gives every decoder weight a (zero) gradient, as data-parallel training needs.
             sparse = sparse.new_zeros(1, *sparse.shape[1:])
         sparse = sparse.to(dtype).unsqueeze(0)  # [1, n, k, C]: one image, n masks
-        grid = embedding.image_embedding.shape[-2:]
-        dense = module.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = dense.expand(1, -1, *grid)  # [1, C, g, g]
+        # The "no mask" embedding over the grid [1, C, g, g], from the prompt encoder's forward
+        # (where ZeRO-3 gathers its weights).
+        _, dense = module.prompt_encoder(None, None, None, None)
         high_resolution = [
             decoder.conv_s0(embedding.features_s0.to(dtype)),  # [1, C/8, 4g, 4g]
             decoder.conv_s1(embedding.features_s1.to(dtype)),  # [1, C/4, 2g, 2g]

@@ -2,6 +2,9 @@
 Sam2Model's own forward, masks at the original size, gradients, bf16."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +237,20 @@ def test_bf16_follows_the_module(tiny_sam2_dir):
     half = SAM2_OPS.decode(model, embedding, prompts, (0, 0), (30, 40))
     assert half.dtype == torch.bfloat16 and half.shape == full.shape
     torch.testing.assert_close(half.float(), full, rtol=0.1, atol=0.05 * full.abs().max().item())
+
+
+@pytest.mark.slow
+def test_under_a_zero3_engine(tiny_sam2_dir):
+    """Partitioned weights gathered where the decoder reads them directly (the no-memory and
+    no-mask embeddings, the output tokens); the same masks; the decoder trains."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.model.segmenters.zero3_run", str(tiny_sam2_dir)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [line.split() for line in result.stdout.splitlines() if line.startswith("masks ")]
+    assert [(step[1], step[3]) for step in steps] == [("2", "True"), ("0", "True")]
+    assert float(steps[0][-1]) > 0
