@@ -20,12 +20,15 @@ losses), ``predict_masks`` and ``generate``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
+    AutoConfig,
+    GenerationConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     PretrainedConfig,
@@ -34,6 +37,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import GENERATION_CONFIG_NAME
 
 from model.LISA import (
     LisaGeneration,
@@ -167,8 +171,21 @@ class LisaVlm(PreTrainedModel):
         self.config.base_config = self.base.config.to_dict()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, plus the base's generation config (its end-of-turn tokens)."""
         self.sync_base_config()
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        self.base.generation_config.save_pretrained(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' load, plus the base's generation config saved beside the weights."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        path = Path(str(args[0] if args else kwargs["pretrained_model_name_or_path"]))
+        if (path / GENERATION_CONFIG_NAME).is_file():
+            model.base.generation_config = GenerationConfig.from_pretrained(path)
+        return loaded
 
     def resize_token_embeddings(self, new_num_tokens: int, *args, **kwargs):
         embeddings = self.base.resize_token_embeddings(new_num_tokens, *args, **kwargs)
@@ -400,9 +417,7 @@ class LisaVlm(PreTrainedModel):
         conversation_to_image = conversation_image_index(
             batch.offset, batch.num_conversations, batch.num_images, batch.input_ids.device
         )
-        eos_ids = _as_id_list(
-            eos_token_id if eos_token_id is not None else self.base.generation_config.eos_token_id
-        )
+        eos_ids = sorted({*_as_id_list(eos_token_id), *self.end_of_answer_ids()})
         pad_id = self._pad_id(eos_ids)
         ids, mask = _left_padded(batch.input_ids, batch.attention_mask.bool(), pad_id)
         result = self.base.generate(
@@ -430,6 +445,12 @@ class LisaVlm(PreTrainedModel):
             batch.input_ids, batch.attention_mask, new_tokens, eos_ids, pad_id
         )
         return LisaGeneration(output_ids=output_ids, pred_masks=pred_masks)
+
+    def end_of_answer_ids(self) -> list[int]:
+        """The ids that end an answer: the base's generation config's EOS (its end-of-turn
+        token(s)), else the language model's EOS."""
+        ids = _as_id_list(self.base.generation_config.eos_token_id)
+        return ids or _as_id_list(self.text_config.eos_token_id)
 
     def _generation_vision_inputs(
         self, vision, input_ids: torch.Tensor, conversation_to_image: torch.Tensor
@@ -491,3 +512,7 @@ def _prompts_and_answers(
             tokens = tokens[: int(ended[0]) + 1]
         rows.append(torch.cat([prompt[:length], tokens]))
     return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
+
+
+# transformers' Auto classes read a saved directory's config.json (AutoConfig, AutoTokenizer).
+AutoConfig.register(LisaVlmConfig.model_type, LisaVlmConfig, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from model.lisa_vlm import LisaVlm
@@ -28,19 +29,31 @@ from utils.constants import DEFAULT_IMAGE_TOKEN
 from utils.sam_input import stack_sam_pixels
 from utils.transforms import PreparedImage, SamTransform
 
+# SAM's input side for the uint8 pixels the data path hands over (SAM 2 resizes by itself).
+SAM_INPUT_SIDE = 1024
+
 
 class LisaVlmSegmenter(LisaSegmenter):
-    """:class:`LisaSegmenter` over a :class:`model.lisa_vlm.LisaVlm` and its base format."""
+    """:class:`LisaSegmenter` over a :class:`model.lisa_vlm.LisaVlm` and its base format.
+
+    A prompt is tokenised with the image as one token; each request's image then expands it to
+    the image's own tokens (Qwen2.5-VL's count depends on the image's size)."""
 
     def __init__(self, base_format, model: LisaVlm, *, max_new_tokens: int = 512) -> None:
+        super().__init__(
+            base_format.tokenizer,
+            model,
+            preprocessor=None,
+            max_new_tokens=max_new_tokens,
+            share_prefix=False,
+            prefix_cache_size=0,
+        )
         self.base_format = base_format
-        self.tokenizer = base_format.tokenizer
-        self.model = model
-        self.sam_transform = SamTransform(1024)
         self.conv_type = base_format.kind
         self.use_mm_start_end = False
-        self.max_new_tokens = max_new_tokens
         self.seg_token_id = base_format.seg_token_id
+        self.sam_transform = SamTransform(_sam_side(model))
+        self._visions: dict[int, object] = {}  # image inputs of this call's images, by id
 
     @classmethod
     def load(
@@ -54,6 +67,8 @@ class LisaVlmSegmenter(LisaSegmenter):
         model_max_length: int = 512,
         max_new_tokens: int = 512,
     ) -> LisaVlmSegmenter:
+        """The segmenter of a LISA checkpoint on a transformers base (see
+        :func:`model.loading.load_lisa_vlm`)."""
         from model.loading import load_lisa_vlm
 
         base_format, model = load_lisa_vlm(
@@ -68,7 +83,9 @@ class LisaVlmSegmenter(LisaSegmenter):
 
     # --- prompts -------------------------------------------------------------------------------
 
-    def _prompt_text(self, prompt: str, history: History | None) -> tuple[str, list]:
+    def prompt_ids(self, prompt: str, history: History | None = None) -> list[int]:
+        """Token ids of the chat prompt with the image as one token, checked against
+        ``model_max_length`` (the image's own tokens are counted once the image is known)."""
         prompt = _checked_prompt(prompt)
         turns = _checked_history(history)
         for user_text, _ in [*turns, (prompt, "")]:
@@ -82,23 +99,12 @@ class LisaVlmSegmenter(LisaSegmenter):
             (DEFAULT_IMAGE_TOKEN + "\n" + q if i == 0 else q, a) for i, (q, a) in enumerate(turns)
         ]
         question = prompt if placed else DEFAULT_IMAGE_TOKEN + "\n" + prompt
-        return self.base_format.generation_prompt(placed, question), turns
-
-    def prompt_ids(self, prompt: str, history: History | None = None, vision=None) -> list[int]:
-        """Token ids of the chat prompt, checked against ``model_max_length``.
-
-        With ``vision`` (the image's base inputs) the image's own tokens are counted; without
-        it (a check before the image is known), the text alone is.
-        """
-        text, _ = self._prompt_text(prompt, history)
-        if vision is None:
-            text = text.replace(DEFAULT_IMAGE_TOKEN, "")
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids, _ = self.base_format.tokenise(text, vision, with_labels=False)
+        text = self.base_format.generation_prompt(placed, question)
+        text = text.replace(DEFAULT_IMAGE_TOKEN, self.base_format.image_placeholder)
+        ids = list(self.tokenizer(text).input_ids)
         if len(ids) > self.model_max_length:
             raise PromptTooLongError(len(ids), self.model_max_length)
-        return list(ids)
+        return ids
 
     # --- images --------------------------------------------------------------------------------
 
@@ -108,22 +114,32 @@ class LisaVlmSegmenter(LisaSegmenter):
             raise InputError(f"{image.name} is {width}x{height} pixels: too small to segment.")
         return image
 
+    def _vision(self, image: _Image):
+        if id(image) not in self._visions:
+            pixels = self._checked(image).pixels
+            self._visions[id(image)] = self.base_format.image_inputs(pixels)
+        return self._visions[id(image)]
+
     def _prepare(self, images: Sequence[_Image]) -> tuple[PreparedImage, ...]:
         prepared = []
         for image in images:
-            pixels = self._checked(image).pixels
-            sam_input, resize = self.sam_transform(pixels)
+            sam_input, resize = self.sam_transform(image.pixels)
             prepared.append(
                 PreparedImage(
-                    images_clip=self.base_format.image_inputs(pixels),
+                    images_clip=self._vision(image),
                     images=sam_input.unsqueeze(0),
                     resize=resize,
-                    original_size=(pixels.shape[0], pixels.shape[1]),
+                    original_size=(image.pixels.shape[0], image.pixels.shape[1]),
                 )
             )
         return tuple(prepared)
 
-    def _batch(self, prepared: Sequence[PreparedImage], rows: Sequence[list[int]]) -> LisaBatch:
+    def _batch(
+        self,
+        prepared: Sequence[PreparedImage],
+        rows: Sequence[list[int]],
+        offset: Sequence[int] | None = None,
+    ) -> LisaBatch:
         length = max(len(row) for row in rows)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -136,17 +152,42 @@ class LisaVlmSegmenter(LisaSegmenter):
             images_clip=self.base_format.collate_vision([p.images_clip for p in prepared]),
             input_ids=ids,
             attention_mask=mask,
-            offset=torch.arange(len(rows) + 1),
+            offset=torch.arange(len(rows) + 1) if offset is None else torch.tensor(offset),
             resize_sizes=[p.resize for p in prepared],
             original_sizes=[p.original_size for p in prepared],
         )
-        return batch.to(self.device, self.model.dtype)
+        return batch.to(self.device)
 
-    def _request_rows(self, prepared, prompts, histories) -> list[list[int]]:
-        return [
-            self.prompt_ids(prompt, history, image.images_clip)
-            for image, prompt, history in zip(prepared, prompts, histories, strict=True)
-        ]
+    # --- asking --------------------------------------------------------------------------------
 
-    def _eos_ids(self) -> list[int] | None:
-        return None  # the base's generation config names its end-of-turn token(s)
+    def _generate(
+        self, images: Sequence[_Image], rows: Sequence[list[int]], max_new_tokens: int
+    ) -> list[tuple[torch.Tensor, list[np.ndarray]]]:
+        """Each prompt's image token expanded for its image, then :class:`LisaSegmenter`'s
+        batch generation."""
+        self._visions = {}
+        try:
+            expanded = []
+            for image, row in zip(images, rows, strict=True):
+                ids = self.base_format.expand_image(row, self._vision(image))
+                if len(ids) > self.model_max_length:
+                    raise PromptTooLongError(len(ids), self.model_max_length)
+                expanded.append(ids)
+            return super()._generate(images, expanded, max_new_tokens)
+        finally:
+            self._visions = {}
+
+    def _answer_length(self, new_ids: torch.Tensor) -> int:
+        """Tokens of one answer: up to its first end-of-turn token (the base's own)."""
+        ends = torch.isin(
+            new_ids, torch.tensor(self.model.end_of_answer_ids(), device=new_ids.device)
+        )
+        where = ends.nonzero()
+        return int(where[0]) + 1 if len(where) else len(new_ids)
+
+
+def _sam_side(model: LisaVlm) -> int:
+    from model.segmenters import segmenter_ops
+
+    ops = segmenter_ops(model.visual_model)
+    return ops.input_size(model.visual_model) if ops.kind == "sam" else SAM_INPUT_SIDE

@@ -64,6 +64,8 @@ def load_base_tokenizer(directory: str | Path, model_max_length: int) -> PreTrai
         raise UsageError(
             f"cannot read the tokenizer files in {directory}: none of {', '.join(TOKENIZER_FILES)}"
         )
+    import model.lisa_vlm  # noqa: F401  (registers a LISA checkpoint's config with AutoConfig)
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), model_max_length=model_max_length)
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -187,6 +189,11 @@ class TemplatedFormat:
             spans = self.chat_template.answer_spans(text)
             labels = supervised_labels(ids, encoding.offset_mapping, spans)
         return self._expand_image(ids, labels, self.num_image_tokens(vision))
+
+    def expand_image(self, ids: Sequence[int], vision: VisionInput) -> list[int]:
+        """Ids holding the image token once (a prompt tokenised before its image was known)
+        with the image's tokens expanded for ``vision``."""
+        return self._expand_image(list(ids), None, self.num_image_tokens(vision))[0]
 
     def _expand_image(
         self, ids: list[int], labels: torch.Tensor | None, count: int
