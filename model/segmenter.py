@@ -16,6 +16,7 @@ decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -245,7 +246,24 @@ class LisaSegmenter:
         ``precision`` "bf16"/"fp16" run in fp32 on a CPU (one log line says so); ``device``
         defaults to CUDA when present; ``image_size`` (SAM input side) defaults to the size the
         checkpoint's SAM was built for and must equal it when given.
+
+        A checkpoint on a transformers base (LLaVA in the Hugging Face layout, Qwen2.5-VL;
+        config.json's model_type "lisa_vlm") gives a :class:`model.segmenter_vlm.LisaVlmSegmenter`:
+        its base's chat template and image processing replace ``conv_type``,
+        ``use_mm_start_end``, ``vision_tower`` and ``image_size``.
         """
+        if _is_lisa_vlm_directory(path):
+            from model.segmenter_vlm import LisaVlmSegmenter
+
+            return LisaVlmSegmenter.load(
+                path,
+                precision=precision,
+                device=device,
+                load_in_8bit=load_in_8bit,
+                load_in_4bit=load_in_4bit,
+                model_max_length=model_max_length,
+                max_new_tokens=max_new_tokens,
+            )
         tokenizer, model, preprocessor = load_pretrained_model(
             path,
             vision_tower=vision_tower,
@@ -510,3 +528,15 @@ class LisaSegmenter:
             "keep_prefixes": keep,
         }
 
+
+def _is_lisa_vlm_directory(path: str | os.PathLike) -> bool:
+    """True for a LISA checkpoint on a transformers base (config.json's model_type)."""
+    from model.bases.detect import LISA_VLM_MODEL_TYPE
+
+    config = Path(path) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == (
+            LISA_VLM_MODEL_TYPE
+        )
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False  # the regular loading names what is wrong with the directory
