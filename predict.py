@@ -33,8 +33,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.loading import load_pretrained_model
-from utils.collate import collate_fn
+from model.bases.detect import is_lisa_vlm
+from model.loading import load_lisa_vlm, load_pretrained_model
+from model.segmenter_vlm import sam_input_side
+from utils.collate import collate_fn, collate_with_format
 from utils.console import quiet_libraries
 from utils.conversation import CONV_TYPES
 from utils.data import MissingSourceError, SampleBuilder, ValDataset, layout
@@ -200,33 +202,11 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
     prediction_dir = outputs[0].staging
     truth_dir = outputs[1].staging if len(outputs) > 1 else None
     try:
-        tokenizer, model, preprocessor = load_pretrained_model(
-            args.version,
-            vision_tower=args.vision_tower,
-            precision=args.precision,
-            device=args.device,
-            load_in_8bit=args.load_in_8bit,
-            load_in_4bit=args.load_in_4bit,
-            model_max_length=args.model_max_length,
-        )
+        model, builder, collate = load_for_prediction(args)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
         reason = " ".join(str(error).split())  # library messages may span several lines
         print(f"predict.py: cannot load --version={args.version}: {reason}", file=sys.stderr)
         return 1
-    model.pack_conversations = args.pack_conversations
-    builder = SampleBuilder(
-        clip_transform=preprocessor.clip,
-        image_size=preprocessor.sam.image_size,
-        conv_template=args.conv_type,
-    )
-    collate = partial(
-        collate_fn,
-        tokenizer=tokenizer,
-        conv_type=args.conv_type,
-        use_mm_start_end=args.use_mm_start_end,
-        model_max_length=args.model_max_length,
-        num_image_tokens=model.model.num_image_tokens,
-    )
     with tempfile.TemporaryDirectory(prefix="lisa_predict_") as scratch:
         try:
             dataset = open_split(args, builder, Path(scratch))
@@ -248,6 +228,48 @@ def write_predictions(args: argparse.Namespace, outputs: list[OutputFolder]) -> 
     )
     print_scoring_command(args)
     return 0
+
+
+def load_for_prediction(args: argparse.Namespace):
+    """The model of --version, the sample builder and the collate function its base needs."""
+    if is_lisa_vlm(args.version):
+        base_format, model = load_lisa_vlm(
+            args.version,
+            precision=args.precision,
+            device=args.device,
+            load_in_8bit=args.load_in_8bit,
+            load_in_4bit=args.load_in_4bit,
+            model_max_length=args.model_max_length,
+        )
+        builder = SampleBuilder(base_format=base_format, image_size=sam_input_side(model))
+        collate = partial(
+            collate_with_format, base_format=base_format, model_max_length=args.model_max_length
+        )
+        return model, builder, collate
+    tokenizer, model, preprocessor = load_pretrained_model(
+        args.version,
+        vision_tower=args.vision_tower,
+        precision=args.precision,
+        device=args.device,
+        load_in_8bit=args.load_in_8bit,
+        load_in_4bit=args.load_in_4bit,
+        model_max_length=args.model_max_length,
+    )
+    model.pack_conversations = args.pack_conversations
+    builder = SampleBuilder(
+        clip_transform=preprocessor.clip,
+        image_size=preprocessor.sam.image_size,
+        conv_template=args.conv_type,
+    )
+    collate = partial(
+        collate_fn,
+        tokenizer=tokenizer,
+        conv_type=args.conv_type,
+        use_mm_start_end=args.use_mm_start_end,
+        model_max_length=args.model_max_length,
+        num_image_tokens=model.model.num_image_tokens,
+    )
+    return model, builder, collate
 
 
 def predict_batches(model, loader: DataLoader, prediction_dir: Path, truth_dir: Path | None) -> set:

@@ -52,7 +52,7 @@ class LisaVlmSegmenter(LisaSegmenter):
         self.conv_type = base_format.kind
         self.use_mm_start_end = False
         self.seg_token_id = base_format.seg_token_id
-        self.sam_transform = SamTransform(_sam_side(model))
+        self.sam_transform = SamTransform(sam_input_side(model))
         self._visions: dict[int, object] = {}  # image inputs of this call's images, by id
 
     @classmethod
@@ -186,7 +186,8 @@ class LisaVlmSegmenter(LisaSegmenter):
         return int(where[0]) + 1 if len(where) else len(new_ids)
 
 
-def _sam_side(model: LisaVlm) -> int:
+def sam_input_side(model: LisaVlm) -> int:
+    """The side the data path resizes for: the official SAM's input (SAM 2 resizes by itself)."""
     from model.segmenters import segmenter_ops
 
     ops = segmenter_ops(model.visual_model)
