@@ -199,8 +199,8 @@ def build_model(
     )
     if base_format is None:
         model.pack_conversations = config.pack_conversations
-    elif config.pack_conversations:
-        logger.info("packed conversations serve the original LLaVA layout; this base runs unpacked")
+    else:
+        announce_unread_layout_flags(config)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}
@@ -216,6 +216,27 @@ def build_model(
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("trainable parameters: %d tensors, %d values", len(trainable), n_trainable)
     return model, tokenizer
+
+
+def announce_unread_layout_flags(config: TrainConfig) -> None:
+    """One line naming the flags of the original LLaVA layout that another base does not read."""
+    defaults = TrainConfig()
+    unread = [
+        flag
+        for flag, is_set in (
+            ("--conv_type", config.conv_type != defaults.conv_type),
+            ("--no-use_mm_start_end", not config.use_mm_start_end),
+            ("--vision-tower", Path(config.vision_tower).exists()),
+        )
+        if is_set
+    ]
+    if unread and launcher_rank() == 0:
+        print(
+            f"{PROGRAM}: {', '.join(unread)} not read: they serve the original LLaVA layout, and "
+            "this base brings its own chat template and image processing"
+        )
+    if config.pack_conversations:
+        logger.info("packed conversations serve the original LLaVA layout; this base runs unpacked")
 
 
 def make_collate(

@@ -300,7 +300,13 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
         default=d.version,
         help="LLaVA base (or a finished LISA checkpoint to continue from)",
     )
-    add("--vision-tower", "--vision_tower", dest="vision_tower", default=d.vision_tower)
+    add(
+        "--vision-tower",
+        "--vision_tower",
+        dest="vision_tower",
+        default=d.vision_tower,
+        help="CLIP directory (original LLaVA layout only; default: the one --version names)",
+    )
     add(
         "--vision_pretrained",
         default=d.vision_pretrained,
@@ -336,7 +342,12 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
     )
     add("--model_max_length", default=d.model_max_length, type=int)
     add("--out_dim", default=d.out_dim, type=int, help="the SAM decoder's prompt width")
-    add("--use_mm_start_end", action=ON_OFF, default=d.use_mm_start_end)
+    add(
+        "--use_mm_start_end",
+        action=ON_OFF,
+        default=d.use_mm_start_end,
+        help="wrap the image tokens in <im_start> ... <im_end> (original LLaVA layout only)",
+    )
     add(
         "--train_mask_decoder",
         action=ON_OFF,
@@ -384,7 +395,12 @@ def _data_flags(add: AddFlag, d: TrainConfig) -> None:
     add("--num_classes_per_sample", default=d.num_classes_per_sample, type=int)
     add("--explanatory", default=d.explanatory, type=float)
     add("--exclude_val", action=ON_OFF, default=d.exclude_val)
-    add("--conv_type", default=d.conv_type, choices=list(CONV_TYPES))
+    add(
+        "--conv_type",
+        default=d.conv_type,
+        choices=list(CONV_TYPES),
+        help="conversation template (original LLaVA layout only; other bases bring their own)",
+    )
     add(
         "--answer_templates",
         default=d.answer_templates,
