@@ -7,7 +7,8 @@ and tiny SAM of the reference checkpoint (SAM input 1024 px), random weights. Pr
     4 [SEG]), with every parameter trainable and with the original recipe's trainable set;
   - SAM ViT-B image encoder at 1024 px.
 With --workload default_mixture: packed against unpacked conversations on a batch of the
-original's default training shapes (see benchmarks/default_mixture.py).
+original's default training shapes (see benchmarks/default_mixture.py); --breakdown adds where
+each layout's step goes (benchmarks/step_breakdown.py).
 The reference fixtures give the exact inputs when LISA_REFERENCE_DIR (default
 ../shared/reference) is present; otherwise inputs of the same shapes are generated.
 
@@ -220,11 +221,22 @@ def main() -> None:
         help="core: generation, training step and SAM below; default_mixture: packed vs "
         "unpacked conversations on a batch of the original's default training shapes",
     )
+    parser.add_argument(
+        "--breakdown",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --workload default_mixture: also profile one step of each layout and print "
+        "its time per part (CLIP, LLM attention, MLP, lm_head + CE, SAM, packing, backward)",
+    )
     args = parser.parse_args()
+    if args.breakdown and args.workload != "default_mixture":
+        parser.error("--breakdown applies to --workload default_mixture")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}, fp32")
     if args.workload == "default_mixture":
-        run_default_mixture(build_model, REFERENCE / "tiny_lisa", args.repeats, device)
+        run_default_mixture(
+            build_model, REFERENCE / "tiny_lisa", args.repeats, device, breakdown=args.breakdown
+        )
         return
     model = build_model(device)
     model.config.eos_token_id = None  # generate exactly --new_tokens tokens

@@ -6,6 +6,7 @@ tokens, the llava_v1 system prompt, questions and answers of the real templates
 (utils.data.questions), tokenised by the reference checkpoint's LLaMA tokenizer. The model is the
 small configuration of bench_model.py (LLaMA 512 x 8 layers) with the original's LoRA recipe.
 Packed and unpacked steps alternate in one run; the load average is printed before and after.
+``--breakdown`` profiles one step of each layout and prints its time per part of the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.step_breakdown import breakdown_lines, profile_step
 from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa
 from model.LISA import LISAForCausalLM, conversation_image_index
 from model.packing import conversation_groups, pack_conversations, shared_prefix_lengths
@@ -140,8 +142,38 @@ def paper_figures(counts: dict[str, int], num_image_tokens: int) -> list[str]:
     return lines
 
 
-def run_default_mixture(build_model, tokenizer_dir: Path, repeats: int, device) -> None:
-    """Print tokens through the LLM, step time and memory, packed vs unpacked, interleaved."""
+def interleaved_step_times(step, lisa, repeats: int, device) -> dict[bool, list[float]]:
+    """{packed: [seconds per step]}: the two layouts alternate, after one warm-up step each."""
+    times = {False: [], True: []}
+    for packed in (False, True):
+        lisa.pack_conversations = packed
+        step()
+    for _ in range(repeats):
+        for packed in (False, True):
+            lisa.pack_conversations = packed
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[packed].append(time.perf_counter() - start)
+    return times
+
+
+def print_breakdowns(step, lisa, device) -> None:
+    """Each layout's step, profiled once, by part (benchmarks/step_breakdown.py)."""
+    for packed, name in ((False, "unpacked"), (True, "packed")):
+        lisa.pack_conversations = packed
+        print(f"  load average: {os.getloadavg()}")
+        times = profile_step(step, lisa, device)
+        for line in breakdown_lines(times, f"where the {name} step goes"):
+            print(line)
+
+
+def run_default_mixture(
+    build_model, tokenizer_dir: Path, repeats: int, device, *, breakdown: bool = False
+) -> None:
+    """Print tokens through the LLM, step time and memory, packed vs unpacked, interleaved;
+    with ``breakdown``, also where each layout's step goes."""
     if not (tokenizer_dir / "tokenizer.model").is_file():
         print(f"default mixture: needs the reference tokenizer ({tokenizer_dir}/tokenizer.model)")
         return
@@ -169,18 +201,7 @@ def run_default_mixture(build_model, tokenizer_dir: Path, repeats: int, device) 
         lora_model(batch).loss.backward()
 
     print(f"  load average before: {os.getloadavg()}")
-    times = {False: [], True: []}
-    for packed in (False, True):  # warm-up
-        lisa.pack_conversations = packed
-        step()
-    for _ in range(repeats):
-        for packed in (False, True):
-            lisa.pack_conversations = packed
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[packed].append(time.perf_counter() - start)
+    times = interleaved_step_times(step, lisa, repeats, device)
     print(f"  load average after: {os.getloadavg()}")
     memory = {}
     for packed in (False, True):
@@ -196,4 +217,6 @@ def run_default_mixture(build_model, tokenizer_dir: Path, repeats: int, device) 
     print(f"  packed step {ratio:.2f}x faster than unpacked")
     for line in paper_figures(counts, lisa.model.num_image_tokens):
         print(line)
+    if breakdown:
+        print_breakdowns(step, lisa, device)
     lisa.pack_conversations = True

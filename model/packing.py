@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.profiler import record_function
 
 # Attention implementations that accept a custom 4-D tensor mask, and the mask each takes.
 BOOLEAN_MASK_ATTENTION = ("sdpa",)
@@ -62,6 +63,7 @@ def conversation_groups(conversation_to_image: torch.Tensor) -> list[list[int]]:
     return list(groups.values())
 
 
+@record_function("lisa::pack_conversations")  # a named scope in profiles (benchmarks)
 def pack_conversations(
     expanded_ids: torch.Tensor,
     inputs_embeds: torch.Tensor,
@@ -144,6 +146,7 @@ def _attention_mask(
     return blocked.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+@record_function("lisa::unpack_hidden")
 def unpack_hidden(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
     """[B', Lp, H] packed states -> [N, Lx, H] in the unpacked rows' layout (a padding position
     gets some packed state: nothing reads it)."""
