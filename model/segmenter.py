@@ -17,6 +17,7 @@ decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from utils.transforms import (
     pil_to_rgb,
 )
 
+logger = logging.getLogger(__name__)
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 History = Sequence[tuple[str, str]]  # earlier (user text, answer) turns about the same image
 _PLACEHOLDERS = (DEFAULT_IMAGE_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN)
@@ -255,6 +257,19 @@ class LisaSegmenter:
         if _is_lisa_vlm_directory(path):
             from model.segmenter_vlm import LisaVlmSegmenter
 
+            unread = {
+                "vision_tower": vision_tower is not None,
+                "image_size": image_size is not None,
+                "conv_type": conv_type != "llava_v1",
+                "use_mm_start_end": use_mm_start_end is False,
+            }
+            if any(unread.values()):
+                logger.warning(
+                    "%s is LISA on a transformers base: its own chat template and image "
+                    "processing are used, %s not read",
+                    path,
+                    ", ".join(name for name, given in unread.items() if given),
+                )
             return LisaVlmSegmenter.load(
                 path,
                 precision=precision,
