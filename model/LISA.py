@@ -495,45 +495,8 @@ class LISAForCausalLM(LlamaForCausalLM):
         prediction, labels = self._segmentation_pass(
             batch, with_labels=True, output_logits=output_logits
         )
-        pred_masks, gt_masks = prediction.pred_masks, batch.gt_masks
-        for i, (pred, gt) in enumerate(zip(pred_masks, gt_masks, strict=True)):
-            if pred.shape[0] != gt.shape[0]:
-                raise ValueError(
-                    f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but "
-                    f"{gt.shape[0]} ground-truth masks"
-                )
-        output = LisaOutput(
-            last_hidden_state=prediction.last_hidden_state,
-            seg_token_mask=prediction.seg_token_mask,
-            pred_embeddings=prediction.pred_embeddings,
-            logits=prediction.logits,
-        )
-        hidden = prediction.last_hidden_state
-        output.ce_loss = self._language_loss(hidden, labels) * self.config.ce_loss_weight
-        bce, dice = mask_losses(
-            pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, gt_masks, strict=True)]
-        )
-        # Every decoded mask (even of an image without [SEG]) and every projected [SEG] state
-        # joins the loss with weight zero: all ranks then run the same backward, which ZeRO-3's
-        # collective weight gathering needs, whatever the data of each rank.
-        anchor = (
-            sum((m.float().sum() for m in pred_masks), prediction.pred_embeddings.float().sum())
-            * 0.0
-        )
-        if bce is None:  # no mask in this batch
-            bce = dice = anchor
-        output.mask_bce_loss = bce * self.config.bce_loss_weight
-        output.mask_dice_loss = dice * self.config.dice_loss_weight
-        output.mask_loss = output.mask_bce_loss + output.mask_dice_loss
-        output.loss = output.ce_loss + output.mask_loss + anchor
-        return output
-
-    def _language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy; the LM head runs only where a label is supervised."""
-        targets = labels[:, 1:]  # (N, Lx-1)
-        supervised = targets != IGNORE_INDEX
-        logits = self.lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
-        return F.cross_entropy(logits.float(), targets[supervised])
+        ce_loss = language_loss(self.lm_head, prediction.last_hidden_state, labels)
+        return weighted_losses(prediction, batch.gt_masks, ce_loss, self.config)
 
     def generate(self, batch: LisaBatch | torch.Tensor | None = None, /, **kwargs):
         """``generate(batch, max_new_tokens=32, eos_token_id=None)`` -> :class:`LisaGeneration`.
@@ -877,6 +840,56 @@ class LISAForCausalLM(LlamaForCausalLM):
                     f"cannot build the model of {path}/config.json or load "
                     f"{weight_files_label(path)}: {type(error).__name__}: {_one_line(error)}."
                 ) from None
+
+
+def language_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of hidden states [N, L, H] against labels [N, L]; the head
+    runs only where a label is supervised."""
+    targets = labels[:, 1:]  # (N, L-1)
+    supervised = targets != IGNORE_INDEX
+    logits = lm_head(hidden[:, :-1][supervised])  # (n_supervised, V)
+    return F.cross_entropy(logits.float(), targets[supervised])
+
+
+def weighted_losses(
+    prediction: MaskPrediction, gt_masks: Sequence[torch.Tensor], ce_loss: torch.Tensor, config
+) -> LisaOutput:
+    """ce_w * CE + bce_w * BCE(masks) + dice_w * Dice(masks) (weights from ``config``), with
+    the prediction's states for inspection.
+
+    Raises:
+        ValueError: an image whose [SEG] count differs from its number of ground-truth masks.
+    """
+    pred_masks = prediction.pred_masks
+    for i, (pred, gt) in enumerate(zip(pred_masks, gt_masks, strict=True)):
+        if pred.shape[0] != gt.shape[0]:
+            raise ValueError(
+                f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but "
+                f"{gt.shape[0]} ground-truth masks"
+            )
+    output = LisaOutput(
+        last_hidden_state=prediction.last_hidden_state,
+        seg_token_mask=prediction.seg_token_mask,
+        pred_embeddings=prediction.pred_embeddings,
+        logits=prediction.logits,
+    )
+    output.ce_loss = ce_loss * config.ce_loss_weight
+    bce, dice = mask_losses(
+        pred_masks, [gt.to(pred.dtype) for pred, gt in zip(pred_masks, gt_masks, strict=True)]
+    )
+    # Every decoded mask (even of an image without [SEG]) and every projected [SEG] state
+    # joins the loss with weight zero: all ranks then run the same backward, which ZeRO-3's
+    # collective weight gathering needs, whatever the data of each rank.
+    anchor = (
+        sum((m.float().sum() for m in pred_masks), prediction.pred_embeddings.float().sum()) * 0.0
+    )
+    if bce is None:  # no mask in this batch
+        bce = dice = anchor
+    output.mask_bce_loss = bce * config.bce_loss_weight
+    output.mask_dice_loss = dice * config.dice_loss_weight
+    output.mask_loss = output.mask_bce_loss + output.mask_dice_loss
+    output.loss = output.ce_loss + output.mask_loss + anchor
+    return output
 
 
 def checkpoint_tensor_shapes(path: str) -> dict[str, torch.Size]:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
@@ -45,11 +44,11 @@ from model.LISA import (
     MaskPrediction,
     _several_ranks,
     conversation_image_index,
+    language_loss,
+    weighted_losses,
 )
-from model.losses import mask_losses
 from model.segmenters import segmenter_ops
 from utils.batch import LisaBatch
-from utils.constants import IGNORE_INDEX
 
 # base kind -> (config class, model class) of transformers
 BASE_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
@@ -366,43 +365,8 @@ class LisaVlm(PreTrainedModel):
         if batch.labels is None or batch.gt_masks is None:
             raise ValueError("the training forward needs a batch with labels and gt_masks")
         prediction = self._segmentation_pass(batch, output_logits=output_logits)
-        pred_masks, gt_masks = prediction.pred_masks, batch.gt_masks
-        for i, (pred, gt) in enumerate(zip(pred_masks, gt_masks, strict=True)):
-            if pred.shape[0] != gt.shape[0]:
-                raise ValueError(
-                    f"image {i}: {pred.shape[0]} [SEG] tokens in its conversations but "
-                    f"{gt.shape[0]} ground-truth masks"
-                )
-        output = LisaOutput(
-            last_hidden_state=prediction.last_hidden_state,
-            seg_token_mask=prediction.seg_token_mask,
-            pred_embeddings=prediction.pred_embeddings,
-            logits=prediction.logits,
-        )
-        output.ce_loss = self._language_loss(prediction.last_hidden_state, batch.labels)
-        output.ce_loss = output.ce_loss * self.config.ce_loss_weight
-        bce, dice = mask_losses(
-            pred_masks, [gt.to(p.dtype) for p, gt in zip(pred_masks, gt_masks, strict=True)]
-        )
-        # Weight-zero terms over every output: all ranks run the same backward (ZeRO-3).
-        anchor = (
-            sum((m.float().sum() for m in pred_masks), prediction.pred_embeddings.float().sum())
-            * 0.0
-        )
-        if bce is None:
-            bce = dice = anchor
-        output.mask_bce_loss = bce * self.config.bce_loss_weight
-        output.mask_dice_loss = dice * self.config.dice_loss_weight
-        output.mask_loss = output.mask_bce_loss + output.mask_dice_loss
-        output.loss = output.ce_loss + output.mask_loss + anchor
-        return output
-
-    def _language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy; the head runs only where a label is supervised."""
-        targets = labels[:, 1:]
-        supervised = targets != IGNORE_INDEX
-        logits = self.lm_head(hidden[:, :-1][supervised])
-        return F.cross_entropy(logits.float(), targets[supervised])
+        ce_loss = language_loss(self.lm_head, prediction.last_hidden_state, batch.labels)
+        return weighted_losses(prediction, batch.gt_masks, ce_loss, self.config)
 
     @torch.no_grad()
     def generate(
