@@ -129,6 +129,18 @@ def _read(image: ImageInput) -> _Image:
     )
 
 
+def refuse_placeholders(turns: Sequence[tuple[str, str]]) -> None:
+    """InputError when a user message holds an image placeholder (the image is placed by the
+    prompt builder, in front of the first message)."""
+    for user_text, _ in turns:
+        for placeholder in _PLACEHOLDERS:
+            if placeholder in user_text:
+                raise InputError(
+                    f"The prompt contains {placeholder}: leave it out, the image is put in "
+                    "front of the first message by itself."
+                )
+
+
 def _checked_prompt(prompt: object) -> str:
     if not isinstance(prompt, str):
         raise InputTypeError(f"The prompt must be a str, got {type(prompt).__name__}.")
@@ -327,14 +339,7 @@ class LisaSegmenter:
         """
         prompt = _checked_prompt(prompt)
         history = _checked_history(history)
-        turns = [*history, (prompt, "")]
-        for user_text, _ in turns:
-            for placeholder in _PLACEHOLDERS:
-                if placeholder in user_text:
-                    raise InputError(
-                        f"The prompt contains {placeholder}: leave it out, the image is put in "
-                        "front of the first message by itself."
-                    )
+        refuse_placeholders([*history, (prompt, "")])
         text = build_chat_prompt(prompt, self.conv_type, self.use_mm_start_end, history)
         ids = tokenizer_image_token(text, self.tokenizer)
         if len(ids) > self.model_max_length:
@@ -372,14 +377,15 @@ class LisaSegmenter:
         """The rows about the images (image i: rows ``offset[i]:offset[i + 1]``; default one
         each), ids right-padded, on the model's device."""
         length = max(len(row) for row in rows)
-        ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
         mask = torch.zeros(len(rows), length, dtype=torch.bool)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
         batch = LisaBatch(
             images=stack_sam_pixels([p.images[0] for p in prepared]),
-            images_clip=torch.cat([p.images_clip for p in prepared]),
+            images_clip=self._vision_batch(prepared),
             input_ids=ids,
             attention_mask=mask,
             offset=torch.arange(len(rows) + 1) if offset is None else torch.tensor(offset),
@@ -387,6 +393,10 @@ class LisaSegmenter:
             original_sizes=[p.original_size for p in prepared],
         )
         return batch.to(self.device)
+
+    def _vision_batch(self, prepared: Sequence[PreparedImage]) -> torch.Tensor:
+        """The vision encoder's inputs of the prepared images, as one batch."""
+        return torch.cat([p.images_clip for p in prepared])
 
     # --- asking --------------------------------------------------------------------------------
 

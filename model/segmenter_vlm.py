@@ -23,10 +23,9 @@ from model.segmenter import (
     _checked_history,
     _checked_prompt,
     _Image,
+    refuse_placeholders,
 )
-from utils.batch import LisaBatch
 from utils.constants import DEFAULT_IMAGE_TOKEN
-from utils.sam_input import stack_sam_pixels
 from utils.transforms import PreparedImage, SamTransform
 
 # SAM's input side for the uint8 pixels the data path hands over (SAM 2 resizes by itself).
@@ -88,12 +87,7 @@ class LisaVlmSegmenter(LisaSegmenter):
         ``model_max_length`` (the image's own tokens are counted once the image is known)."""
         prompt = _checked_prompt(prompt)
         turns = _checked_history(history)
-        for user_text, _ in [*turns, (prompt, "")]:
-            if DEFAULT_IMAGE_TOKEN in user_text:
-                raise InputError(
-                    f"The prompt contains {DEFAULT_IMAGE_TOKEN}: leave it out, the image is put "
-                    "in front of the first message by itself."
-                )
+        refuse_placeholders([*turns, (prompt, "")])
         # the image goes in front of the first user message, as the training data has it
         placed = [
             (DEFAULT_IMAGE_TOKEN + "\n" + q if i == 0 else q, a) for i, (q, a) in enumerate(turns)
@@ -134,29 +128,8 @@ class LisaVlmSegmenter(LisaSegmenter):
             )
         return tuple(prepared)
 
-    def _batch(
-        self,
-        prepared: Sequence[PreparedImage],
-        rows: Sequence[list[int]],
-        offset: Sequence[int] | None = None,
-    ) -> LisaBatch:
-        length = max(len(row) for row in rows)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = True
-        batch = LisaBatch(
-            images=stack_sam_pixels([p.images[0] for p in prepared]),
-            images_clip=self.base_format.collate_vision([p.images_clip for p in prepared]),
-            input_ids=ids,
-            attention_mask=mask,
-            offset=torch.arange(len(rows) + 1) if offset is None else torch.tensor(offset),
-            resize_sizes=[p.resize for p in prepared],
-            original_sizes=[p.original_size for p in prepared],
-        )
-        return batch.to(self.device)
+    def _vision_batch(self, prepared: Sequence[PreparedImage]):
+        return self.base_format.collate_vision([p.images_clip for p in prepared])
 
     # --- asking --------------------------------------------------------------------------------
 
