@@ -6,6 +6,8 @@ and tiny SAM of the reference checkpoint (SAM input 1024 px), random weights. Pr
   - training step: forward + backward of the train_forward batch (2 images, 3 conversations,
     4 [SEG]), with every parameter trainable and with the original recipe's trainable set;
   - SAM ViT-B image encoder at 1024 px.
+With --workload generation: decoding speed (and its floor on this machine) and prompt prefix
+reuse (see benchmarks/generation_workload.py).
 With --workload default_mixture: packed against unpacked conversations on a batch of the
 original's default training shapes (see benchmarks/default_mixture.py); --breakdown adds where
 each layout's step goes (benchmarks/step_breakdown.py).
@@ -32,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.default_mixture import run_default_mixture  # noqa: E402
+from benchmarks.generation_workload import run_generation  # noqa: E402
 from model.builder import LoraSettings, apply_lora, set_trainable, unwrap_lisa  # noqa: E402
 from model.LISA import LISAForCausalLM, conversation_image_index  # noqa: E402
 from model.segment_anything import SAM_TINY, build_sam_vit_b  # noqa: E402
@@ -216,10 +219,18 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=128)
     parser.add_argument(
         "--workload",
-        choices=("core", "default_mixture"),
+        choices=("core", "default_mixture", "generation"),
         default="core",
         help="core: generation, training step and SAM below; default_mixture: packed vs "
-        "unpacked conversations on a batch of the original's default training shapes",
+        "unpacked conversations on a batch of the original's default training shapes; "
+        "generation: decoding speed and prompt prefix reuse, variants alternating",
+    )
+    parser.add_argument(
+        "--compile_decoding",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --workload generation: also time decoding steps compiled by torch.compile "
+        "(compiling first takes a while)",
     )
     parser.add_argument(
         "--breakdown",
@@ -231,11 +242,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.breakdown and args.workload != "default_mixture":
         parser.error("--breakdown applies to --workload default_mixture")
+    if args.compile_decoding and args.workload != "generation":
+        parser.error("--compile_decoding applies to --workload generation")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}, fp32")
     if args.workload == "default_mixture":
         run_default_mixture(
             build_model, REFERENCE / "tiny_lisa", args.repeats, device, breakdown=args.breakdown
+        )
+        return
+    if args.workload == "generation":
+        run_generation(
+            build_model,
+            generation_inputs(device),
+            args.repeats,
+            device,
+            new_tokens=args.new_tokens,
+            compile_decoding=args.compile_decoding,
         )
         return
     model = build_model(device)

@@ -524,12 +524,15 @@ class LISAForCausalLM(LlamaForCausalLM):
         share_prefix: bool = True,
         cached_prefixes: Sequence[CachedPrefix | None] | None = None,
         keep_prefixes: bool = False,
+        compile_decoding: bool = False,
     ) -> LisaGeneration:
         """See :meth:`generate`. ``share_prefix``: the beginning the prompts about one image
         share runs through the LLM once for them all. ``cached_prefixes`` (one entry per image,
         or None): keys and values of an earlier conversation about each image, which the
         prompts continue where they begin with its tokens. ``keep_prefixes``: return those of
-        the last conversation about each image (prompt and answer) for the next call."""
+        the last conversation about each image (prompt and answer) for the next call.
+        ``compile_decoding``: each decoding step runs compiled by ``torch.compile`` (the first
+        call compiles, which takes seconds to minutes)."""
         eos_id = self.config.eos_token_id if eos_token_id is None else eos_token_id
         conversation_to_image = conversation_image_index(
             batch.offset, batch.num_conversations, batch.num_images, batch.input_ids.device
@@ -546,7 +549,9 @@ class LISAForCausalLM(LlamaForCausalLM):
             cached=cached_prefixes,
         )
         prefix, (prompt_ids, embeds, mask) = self._prefixes_and_rest(inputs, plan, cached_prefixes)
-        decoded = self._greedy_decode(embeds, mask, max_new_tokens, eos_id, prefix)
+        decoded = self._greedy_decode(
+            embeds, mask, max_new_tokens, eos_id, prefix, compile_step=compile_decoding
+        )
         full_ids = torch.cat([prompt_ids, decoded.tokens], dim=1)  # (N, S + T)
         seg_mask = self.seg_token_mask(full_ids, num_positions=decoded.hidden.shape[1])
         seg_mask[:, : prompt_ids.shape[1] - 1] = False  # a [SEG] of the prompt is not answered
@@ -595,6 +600,8 @@ class LISAForCausalLM(LlamaForCausalLM):
         max_new_tokens: int,
         eos_id: int | None,
         prefix: PrefixRows | None = None,
+        *,
+        compile_step: bool = False,
     ) -> Decoded:
         """Greedy steps over left-padded prompts [N, S, H] that continue ``prefix`` (see
         :func:`greedy_decode`): the new tokens [N, T] (the pad id after a row's EOS), the final
@@ -609,6 +616,7 @@ class LISAForCausalLM(LlamaForCausalLM):
             eos_id=eos_id,
             pad_id=self._pad_id,
             prefix=prefix,
+            compile_step=compile_step,
         )
 
     @property

@@ -16,6 +16,8 @@ prompt's own tokens run in the first forward, after the prefix's columns of the 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,9 @@ from model.prompt_prefix import CachedPrefix, PrefixPlan, PrefixRows
 
 # Steps between two looks at whether every row has ended, on a device where looking waits for it.
 DEVICE_STOP_CHECK_INTERVAL = 16
+# A compiled step's cache holds a multiple of this many columns (masked where unused), so that
+# the compilation serves prompts and answers of other lengths.
+COMPILED_COLUMNS_MULTIPLE = 256
 
 
 @dataclass
@@ -53,6 +58,7 @@ def greedy_decode(
     pad_id: int,
     stop_check_interval: int | None = None,
     prefix: PrefixRows | None = None,
+    compile_step: bool = False,
 ) -> Decoded:
     """Greedy answers to the left-padded prompts ``embeds`` [N, S, H] (``mask`` [N, S]).
 
@@ -60,7 +66,8 @@ def greedy_decode(
     transformers), ``lm_head`` maps its last hidden states to logits. The prompts continue
     ``prefix`` (keys and values computed before: ``model.prompt_prefix``) when given. A row
     stops at ``eos_id`` (None: never) and then gets ``pad_id``. T (see :class:`Decoded`): the
-    steps until every row has ended, at most ``max_new_tokens``.
+    steps until every row has ended, at most ``max_new_tokens``. ``compile_step``: each step
+    (one token per row through the LLM and the head) runs compiled by ``torch.compile``.
     """
     num_rows, prompt_length = mask.shape
     if max_new_tokens <= 0:
@@ -69,30 +76,36 @@ def greedy_decode(
         stop_check_interval = 1 if embeds.device.type == "cpu" else DEVICE_STOP_CHECK_INTERVAL
     full_mask = mask.bool() if prefix is None else torch.cat([prefix.mask, mask.bool()], dim=1)
     positions = (full_mask.long().cumsum(1) - 1).clamp(min=0)  # (N, P + S)
-    cache, prompt_hidden = _prefill(llm, embeds, full_mask, positions, max_new_tokens, prefix)
     fed_length = full_mask.shape[1]  # columns before the first fed new token
-    step_mask = _StepMask(llm.config, full_mask, fed_length + max_new_tokens - 1)
+    columns = fed_length + max_new_tokens - 1
+    if compile_step:  # other lengths of prompt and answer then reuse the compiled step
+        columns = -(-columns // COMPILED_COLUMNS_MULTIPLE) * COMPILED_COLUMNS_MULTIPLE
+    cache, prompt_hidden = _prefill(llm, embeds, full_mask, positions, columns, prefix)
+    step_mask = _StepMask(llm.config, full_mask, columns)
     # position of the token fed at step s (s >= 1): one past the row's last prompt position
     step_positions = positions[:, -1:] + torch.arange(1, max_new_tokens, device=mask.device)
+    run_step = _compiled_step(embeds.device.type) if compile_step else _decoding_step
     finished = torch.zeros(num_rows, dtype=torch.bool, device=mask.device)
-    hidden_steps, generated = [prompt_hidden], []
-    hidden = prompt_hidden
-    for step in range(max_new_tokens):
-        if step > 0:
-            hidden = llm(
-                inputs_embeds=llm.embed_tokens(generated[-1]).unsqueeze(1),
-                attention_mask=step_mask.open(fed_length + step - 1),
-                position_ids=step_positions[:, step - 1 : step],
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state  # (N, 1, H)
-            hidden_steps.append(hidden)
-        next_tokens = lm_head(hidden[:, -1]).argmax(-1).masked_fill_(finished, pad_id)  # (N,)
-        generated.append(next_tokens)
+    hidden_steps = [prompt_hidden]
+    next_tokens = lm_head(prompt_hidden[:, -1]).argmax(-1)  # (N,)
+    generated = [next_tokens.masked_fill_(finished, pad_id)]
+    for step in range(1, max_new_tokens + 1):
         if eos_id is not None:
-            finished |= next_tokens == eos_id
-            if (step + 1) % stop_check_interval == 0 and bool(finished.all()):
+            finished |= generated[-1] == eos_id
+            if step % stop_check_interval == 0 and bool(finished.all()):
                 break
+        if step == max_new_tokens:
+            break
+        hidden, next_tokens = run_step(
+            llm,
+            lm_head,
+            generated[-1],
+            step_mask.open(fed_length + step - 1),
+            step_positions[:, step - 1 : step],
+            cache,
+        )  # (N, 1, H), (N,)
+        hidden_steps.append(hidden)
+        generated.append(next_tokens.masked_fill_(finished, pad_id))
     tokens = torch.stack(generated, dim=1)  # (N, T')
     steps = _steps_until_all_ended(tokens, eos_id)
     return Decoded(
@@ -101,6 +114,40 @@ def greedy_decode(
         cache=cache,
         columns=step_mask.columns[:, : fed_length + steps - 1],
     )
+
+
+def _decoding_step(
+    llm: nn.Module,
+    lm_head: nn.Module,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: StaticCache,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row [N] through the LLM (its keys and values into ``cache``) and the head:
+    the final hidden states [N, 1, H] and the greedy next tokens [N]."""
+    hidden = llm(
+        inputs_embeds=llm.embed_tokens(tokens).unsqueeze(1),
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state  # (N, 1, H)
+    return hidden, lm_head(hidden[:, -1]).argmax(-1)
+
+
+@functools.cache
+def _compiled_step(device_type: str) -> Callable:
+    """:func:`_decoding_step` compiled (on CUDA as a CUDA graph replayed each step); its outputs
+    are copied out, since a replay overwrites them."""
+    mode = "reduce-overhead" if device_type == "cuda" else None
+    compiled = torch.compile(_decoding_step, mode=mode, dynamic=False)
+
+    def step(*args) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, tokens = compiled(*args)
+        return hidden.clone(), tokens.clone()
+
+    return step
 
 
 def kept_prefix(decoded: Decoded, row: int, ids: torch.Tensor) -> CachedPrefix:
@@ -149,13 +196,13 @@ def _prefill(
     embeds: torch.Tensor,
     full_mask: torch.Tensor,
     positions: torch.Tensor,
-    max_new_tokens: int,
+    columns: int,
     prefix: PrefixRows | None,
 ) -> tuple[StaticCache, torch.Tensor]:
     """The prompt through ``llm`` with a growing cache (after the prefix's keys and values),
-    which then moves into a static cache of room for the prefix, the prompt and the
-    ``max_new_tokens - 1`` tokens fed after it. ``full_mask`` and ``positions`` [N, P + S]
-    cover the prefix's columns and the prompt's."""
+    which then moves into a static cache of ``columns`` positions: the prefix, the prompt and
+    the tokens fed after it. ``full_mask`` and ``positions`` [N, P + S] cover the prefix's
+    columns and the prompt's."""
     growing = DynamicCache(config=llm.config) if prefix is None else prefix.past
     prompt_length = embeds.shape[1]
     hidden = llm(
@@ -165,7 +212,7 @@ def _prefill(
         past_key_values=growing,
         use_cache=True,
     ).last_hidden_state  # (N, S, H)
-    cache = StaticCache(config=llm.config, max_cache_len=full_mask.shape[1] + max_new_tokens - 1)
+    cache = StaticCache(config=llm.config, max_cache_len=columns)
     for layer_idx, layer in enumerate(growing.layers):
         cache.update(layer.keys, layer.values, layer_idx)
     return cache, hidden

@@ -192,3 +192,31 @@ def test_a_kept_conversation_holds_the_keys_of_its_tokens(llm):
     assert plan.lengths == plan.reused == [len(conversation)]
     _, whole, _ = decode_after_prefixes(llm, ids, mask, torch.tensor([0]), share=False)
     assert torch.equal(continued.tokens, whole.tokens)
+
+
+@pytest.mark.slow
+def test_compiled_steps_give_the_same_answer(llm):
+    """torch.compile of the step (needs a C++ compiler on the CPU): the same tokens, the same
+    states within float rounding, and one compilation for prompts of other lengths."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for lengths, seed in (([7, 3, 11], 2), ([5, 9, 4], 6)):
+        embeds, mask = left_padded_prompts(llm, lengths, seed)
+        eager_tokens, eager_hidden = decode(llm, embeds, mask, 12, None)
+        with torch.no_grad():
+            compiled = greedy_decode(
+                llm.model,
+                llm.lm_head,
+                embeds,
+                mask,
+                max_new_tokens=12,
+                eos_id=None,
+                pad_id=PAD,
+                compile_step=True,
+            )
+        assert torch.equal(compiled.tokens, eager_tokens)
+        torch.testing.assert_close(compiled.hidden, eager_hidden, rtol=1e-5, atol=1e-5)
+    counters = torch._dynamo.utils.counters["stats"]
+    assert counters["unique_graphs"] == 1  # the second prompts' lengths reused the first's
