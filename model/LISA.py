@@ -505,7 +505,9 @@ class LISAForCausalLM(LlamaForCausalLM):
         not read), with a key/value cache; a row stops at ``eos_token_id`` (default: the
         config's; None runs every step) or after ``max_new_tokens``. Then the masks of the
         [SEG]s of each new answer, per image. A [SEG] already in the prompt (an earlier turn of
-        a multi-turn conversation) gets no mask: it was answered in its own turn.
+        a multi-turn conversation) gets no mask: it was answered in its own turn. The
+        beginning the prompts about one image share runs through the LLM once; more options
+        (a kept conversation to continue, compiled steps): :meth:`_generate_with_masks`.
 
         Called with anything but a LisaBatch, this is transformers' text generation of the
         plain language model (which PEFT's ``generate`` also reaches).
