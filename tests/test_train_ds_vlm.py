@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from gradio_client import Client
+from transformers import AutoTokenizer
 
 import eval_mask
 import predict
@@ -31,6 +32,7 @@ from tools.tiny_configs import SCRIPTS_BASE
 from tools.tiny_sam2 import write_tiny_sam2
 from tools.tiny_vlm_bases import build_tiny_llava_hf, build_tiny_qwen2_5_vl
 from tools.toy_dataset import make_toy_dataset
+from utils.tokenization import decode_answer
 from utils.transforms import load_image
 
 pytestmark = pytest.mark.slow
@@ -170,15 +172,28 @@ def test_chat_one_shot_answers_as_the_python_api(finished, workspace, tmp_path):
         + [f"--max_new_tokens={MAX_NEW_TOKENS}", f"--prompt={PROMPT}", f"--image={image}"]
         + [f"--vis_save_path={vis}", f"--output_json={result_file}"]
     )
-    expected = LisaSegmenter.from_pretrained(
+    segmenter = LisaSegmenter.from_pretrained(
         finished.merged, precision="fp32", max_new_tokens=MAX_NEW_TOKENS
-    )(load_image(image), PROMPT)
+    )
+    expected = segmenter(load_image(image), PROMPT)
     result = json.loads(result_file.read_text())
     assert result["prompt"] == PROMPT and Path(result["image"]) == image
     assert result["answer"] == expected.text and "text_output: " in output
+    # the base's own special tokens (image, chat turns) never show in the answer
+    added = segmenter.tokenizer.added_tokens_decoder.values()
+    assert not [token for token in added if token.special and token.content in result["answer"]]
     assert len(result["masks"]) == len(expected.masks) == expected.text.count("[SEG]")
     for entry, mask in zip(result["masks"], expected.masks, strict=True):
         assert entry["area"] == int(mask.sum()) and Path(entry["mask_path"]).is_file()
+
+
+@pytest.mark.parametrize("finished", PAIRS[:1], indirect=True, ids=lambda pair: pair.name)
+def test_answers_leave_out_the_base_special_tokens(finished):
+    """Qwen's image and turn tokens are added special tokens that its tokenizer config need
+    not list; an answer that says them shows neither them nor their ids' text."""
+    tokenizer = AutoTokenizer.from_pretrained(finished.merged)
+    ids = tokenizer.encode("Sure, it is [SEG].<|image_pad|><|vision_end|><|im_end|>")
+    assert decode_answer(ids, tokenizer, clean=True) == "Sure, it is [SEG]."
 
 
 def test_predictions_score_as_the_validation(finished, workspace, tmp_path, capsys):

@@ -339,4 +339,7 @@ def decode_answer(
         return text.replace("\n", "").replace("  ", " ")
     drop = set(tokenizer.all_special_ids)
     drop.update(tokenizer.convert_tokens_to_ids([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]))
+    # a base's added special tokens (Qwen's <|image_pad|> ...) even where its tokenizer config
+    # does not list them among the special tokens
+    drop.update(i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
     return tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False).strip()
