@@ -4,9 +4,10 @@ The batch has the shapes of the original's default training: 2 images with 3 con
 each (``--num_classes_per_sample 3`` on a semantic or referring segmentation sample), 256 image
 tokens, the llava_v1 system prompt, questions and answers of the real templates
 (utils.data.questions), tokenised by the reference checkpoint's LLaMA tokenizer. The model is the
-small configuration of bench_model.py (LLaMA 512 x 8 layers) with the original's LoRA recipe.
-Packed and unpacked steps alternate in one run; the load average is printed before and after.
-``--breakdown`` profiles one step of each layout and prints its time per part of the model.
+small configuration of bench_model.py (LLaMA 512 x 8 layers) with the original's LoRA recipe,
+trained with gradient checkpointing as train_ds.py (and the original) trains, and without.
+The four steps alternate in one run; the load average is printed before and after.
+``--breakdown`` profiles one step of each and prints its time per part of the model.
 """
 
 from __future__ import annotations
@@ -142,38 +143,74 @@ def paper_figures(counts: dict[str, int], num_image_tokens: int) -> list[str]:
     return lines
 
 
-def interleaved_step_times(step, lisa, repeats: int, device) -> dict[bool, list[float]]:
-    """{packed: [seconds per step]}: the two layouts alternate, after one warm-up step each."""
-    times = {False: [], True: []}
-    for packed in (False, True):
-        lisa.pack_conversations = packed
-        step()
-    for _ in range(repeats):
-        for packed in (False, True):
-            lisa.pack_conversations = packed
+# Each training setting the step is timed in: gradient checkpointing on (train_ds.py's default,
+# and what the original's training always did) and off.
+CHECKPOINTING = (
+    (True, "gradient checkpointing on (train_ds.py's default; the original's training)"),
+    (False, "gradient checkpointing off"),
+)
+LAYOUTS = ((False, "unpacked"), (True, "packed"))
+
+
+def set_variant(lisa, checkpointing: bool, packed: bool) -> None:
+    """The layout of the next step, and whether its decoder layers recompute activations (the
+    checkpoint function was installed once by activation_checkpointing_enable)."""
+    lisa.pack_conversations = packed
+    for layer in lisa.model.layers:
+        layer.gradient_checkpointing = checkpointing
+
+
+def interleaved_step_times(step, lisa, repeats: int, device) -> dict[tuple, list[float]]:
+    """{(checkpointing, packed): [seconds per step]}: the four variants alternate, after one
+    warm-up step each."""
+    variants = [(c, p) for c, _ in CHECKPOINTING for p, _ in LAYOUTS]
+    times = {variant: [] for variant in variants}
+    for repeat in range(repeats + 1):
+        for variant in variants:
+            set_variant(lisa, *variant)
             start = time.perf_counter()
             step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[packed].append(time.perf_counter() - start)
+            if repeat > 0:
+                times[variant].append(time.perf_counter() - start)
     return times
 
 
+def print_step_times(times: dict[tuple, list[float]], memory: dict[tuple, int], device) -> None:
+    kind = "peak CUDA memory" if device.type == "cuda" else "tensors saved for backward"
+    for checkpointing, setting in CHECKPOINTING:
+        print(f"  step (forward+backward), {setting}:")
+        for packed, name in LAYOUTS:
+            seconds = times[checkpointing, packed]
+            print(
+                f"    {name}: median {statistics.median(seconds):.3f} s of "
+                f"{[round(t, 3) for t in seconds]}; {kind} "
+                f"{memory[checkpointing, packed] / 2**20:.1f} MiB"
+            )
+        ratio = statistics.median(times[checkpointing, False]) / statistics.median(
+            times[checkpointing, True]
+        )
+        print(f"    packed step {ratio:.2f}x faster than unpacked")
+
+
 def print_breakdowns(step, lisa, device) -> None:
-    """Each layout's step, profiled once, by part (benchmarks/step_breakdown.py)."""
-    for packed, name in ((False, "unpacked"), (True, "packed")):
-        lisa.pack_conversations = packed
-        print(f"  load average: {os.getloadavg()}")
-        times = profile_step(step, lisa, device)
-        for line in breakdown_lines(times, f"where the {name} step goes"):
-            print(line)
+    """Each variant's step, profiled once, by part (benchmarks/step_breakdown.py)."""
+    for checkpointing, setting in CHECKPOINTING:
+        for packed, name in LAYOUTS:
+            set_variant(lisa, checkpointing, packed)
+            print(f"  load average: {os.getloadavg()}")
+            times = profile_step(step, lisa, device)
+            title = f"where the {name} step goes, {setting}"
+            for line in breakdown_lines(times, title):
+                print(line)
 
 
 def run_default_mixture(
     build_model, tokenizer_dir: Path, repeats: int, device, *, breakdown: bool = False
 ) -> None:
-    """Print tokens through the LLM, step time and memory, packed vs unpacked, interleaved;
-    with ``breakdown``, also where each layout's step goes."""
+    """Print tokens through the LLM, step time and memory, packed vs unpacked with gradient
+    checkpointing on and off, interleaved; with ``breakdown``, also where each step goes."""
     if not (tokenizer_dir / "tokenizer.model").is_file():
         print(f"default mixture: needs the reference tokenizer ({tokenizer_dir}/tokenizer.model)")
         return
@@ -181,6 +218,9 @@ def run_default_mixture(
     batch, seg_id = mixture_batch(tokenizer_dir, device)
     model.resize_token_embeddings(LLAMA_7B["vocab"])  # the LLaMA tokenizer's ids and LISA's
     model.config.seg_token_idx = seg_id
+    model.activation_checkpointing_enable(  # as train_ds.py does; set_variant turns it on/off
+        activation_checkpointing_kwargs={"use_reentrant": False}
+    )
     lora_model = apply_lora(model, LoraSettings())  # the original's recipe
     set_trainable(lora_model, "lisa")
     lora_model.train()
@@ -204,19 +244,12 @@ def run_default_mixture(
     times = interleaved_step_times(step, lisa, repeats, device)
     print(f"  load average after: {os.getloadavg()}")
     memory = {}
-    for packed in (False, True):
-        lisa.pack_conversations = packed
-        memory[packed] = step_memory(lora_model, batch, device)
-    kind = "peak CUDA memory" if device.type == "cuda" else "tensors saved for backward"
-    for packed, name in ((False, "unpacked"), (True, "packed")):
-        print(
-            f"  {name}: step (forward+backward) median {statistics.median(times[packed]):.3f} s "
-            f"of {[round(t, 3) for t in times[packed]]}; {kind} {memory[packed] / 2**20:.1f} MiB"
-        )
-    ratio = statistics.median(times[False]) / statistics.median(times[True])
-    print(f"  packed step {ratio:.2f}x faster than unpacked")
+    for variant in times:
+        set_variant(lisa, *variant)
+        memory[variant] = step_memory(lora_model, batch, device)
+    print_step_times(times, memory, device)
     for line in paper_figures(counts, lisa.model.num_image_tokens):
         print(line)
     if breakdown:
         print_breakdowns(step, lisa, device)
-    lisa.pack_conversations = True
+    set_variant(lisa, True, True)
