@@ -181,10 +181,9 @@ def prefix_rows(
     mask = torch.zeros(num_rows, width, dtype=torch.bool, device=device)
     layers = []
     for layer_index, like in enumerate(some_cache.layers):
-        keys = like.keys.new_zeros(num_rows, *like.keys.shape[1:2], width, like.keys.shape[-1])
-        values = like.values.new_zeros(
-            num_rows, *like.values.shape[1:2], width, like.values.shape[-1]
-        )
+        heads = like.keys.shape[1]
+        keys = like.keys.new_zeros(num_rows, heads, width, like.keys.shape[-1])
+        values = like.values.new_zeros(num_rows, heads, width, like.values.shape[-1])
         for group, length, cache in zip(plan.groups, plan.lengths, caches, strict=True):
             if cache is None:
                 continue
