@@ -100,7 +100,8 @@ def pack_conversations(
             columns = torch.cat([torch.arange(prefixes[packed_row]), own])
             unpack_index[row, : len(columns)] = columns + packed_row * width
     hidden_size = inputs_embeds.shape[-1]
-    packed_embeds = inputs_embeds.reshape(num_rows * row_width, hidden_size)[source.to(device)]
+    flat_embeds = inputs_embeds.reshape(num_rows * row_width, hidden_size)
+    packed_embeds = gather_rows(flat_embeds, source.to(device))  # (B', Lp, H)
     mask = _attention_mask(segment.to(device), attn_implementation, inputs_embeds.dtype)
     return PackedRows(
         inputs_embeds=packed_embeds,
@@ -150,5 +151,11 @@ def _attention_mask(
 def unpack_hidden(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
     """[B', Lp, H] packed states -> [N, Lx, H] in the unpacked rows' layout (a padding position
     gets some packed state: nothing reads it)."""
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    return flat[packed.unpack_index]
+    return gather_rows(hidden.reshape(-1, hidden.shape[-1]), packed.unpack_index)
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a [R, H] table and a long index of any shape: an embedding lookup,
+    whose backward adds rows up directly (advanced indexing's, an accumulating index_put, takes
+    several times longer on a CPU)."""
+    return torch.nn.functional.embedding(index, table)
