@@ -4,7 +4,10 @@ At the small configuration of bench_model.py (LLaMA 512 x 8 layers, 256 image to
 
 - 128 new tokens after the evaluate_plain prompt (one image, one prompt), tokens/s of the whole
   ``generate`` call; with ``--compile_decoding`` the compiled decoding step alternates with the
-  eager one (its compilation, timed apart, comes first). Beside it the floor of one-token steps
+  eager one (its compilation, timed apart, comes first), and with torch using several threads,
+  the same call on one thread (a one-token step is mostly memory-bound matrix-vector products;
+  on a CPU that other processes keep busy, each step's parallel regions wait for a thread the
+  system has not scheduled). Beside it the floor of one-token steps
   on this machine: the time to read every weight of the LLM once (the matrix-vector products of
   one step alone, nothing else).
 - Prefix reuse: three prompts about one image (the same prompt with three different questions)
@@ -61,13 +64,27 @@ def _decoding_speed(model, prompt, repeats, device, new_tokens, compile_decoding
             prompt, max_new_tokens=new_tokens, compile_decoding=compiled
         ).output_ids
 
-    def generate(compiled: bool) -> Callable[[], None]:
+    def generate(compiled: bool, threads: int | None = None) -> Callable[[], None]:
         def run() -> None:
-            assert answer(compiled).shape[1] == prompt.input_ids.shape[1] + new_tokens
+            torch_threads = torch.get_num_threads()
+            torch.set_num_threads(threads or torch_threads)
+            try:
+                assert answer(compiled).shape[1] == prompt.input_ids.shape[1] + new_tokens
+            finally:
+                torch.set_num_threads(torch_threads)
 
         return run
 
-    variants = {"eager steps": generate(False)}
+    variants = {f"eager steps, {torch.get_num_threads()} threads": generate(False)}
+    if torch.get_num_threads() > 1 and device.type == "cpu":
+        variants["eager steps, 1 thread"] = generate(False, threads=1)
+        torch_threads = torch.get_num_threads()
+        several = answer(False)
+        torch.set_num_threads(1)
+        try:
+            print(f"  one thread gives the same ids: {torch.equal(answer(False), several)}")
+        finally:
+            torch.set_num_threads(torch_threads)
     if compile_decoding:
         start = time.perf_counter()
         compiled_ids = answer(True)
