@@ -217,6 +217,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument(
         "--workload",
         choices=("core", "default_mixture", "generation"),
@@ -244,6 +245,10 @@ def main() -> None:
         parser.error("--breakdown applies to --workload default_mixture")
     if args.compile_decoding and args.workload != "generation":
         parser.error("--compile_decoding applies to --workload generation")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be 1 or more, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}, fp32")
     if args.workload == "default_mixture":
