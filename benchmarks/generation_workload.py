@@ -75,7 +75,8 @@ def _decoding_speed(model, prompt, repeats, device, new_tokens, compile_decoding
 
         return run
 
-    variants = {f"eager steps, {torch.get_num_threads()} threads": generate(False)}
+    threads = torch.get_num_threads()
+    variants = {f"eager steps, {threads} thread{'s' if threads > 1 else ''}": generate(False)}
     if torch.get_num_threads() > 1 and device.type == "cpu":
         variants["eager steps, 1 thread"] = generate(False, threads=1)
         torch_threads = torch.get_num_threads()
