@@ -5,9 +5,10 @@ norms, lm_head and the loss, SAM's encoder and decoder, the packing bookkeeping 
 named profiler scope, opened by forward hooks on its modules. A forward operator's own time goes
 to the innermost part around it; a backward operator's time goes to the part whose forward
 operator created its autograd node (the profiler's sequence numbers link the two). Gradient
-accumulation into parameters has no forward operator and is its own line. The times are the
-operators' own CPU times under the profiler, so their sum exceeds an unprofiled step's time by
-the profiler's overhead; the shares are what to read.
+accumulation into parameters has no forward operator and is its own line; with gradient
+checkpointing, the recomputed forward counts as backward time of the part recomputed. The times
+are the operators' own CPU times under the profiler (on CUDA, their kernels' GPU times), so
+their sum exceeds an unprofiled step's time by the profiler's overhead; read the shares.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ MODEL_SCOPES = {
     "lisa::pack_conversations": "packing bookkeeping",
     "lisa::unpack_hidden": "packing bookkeeping",
 }
-ATTENTION_KERNEL = "LLM attention kernel (SDPA / eager scores)"
-ATTENTION_OPS = ("scaled_dot_product", "_softmax", "softmax")
+ATTENTION_KERNEL = "LLM attention kernel (SDPA)"
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 LOSS_OPS = ("cross_entropy", "log_softmax", "nll_loss")
 ACCUMULATION = "backward: gradient accumulation into parameters"
 UNSCOPED = "other (mask losses, SAM input, glue)"
@@ -46,7 +47,11 @@ def model_parts(lisa) -> dict[str, list[torch.nn.Module]]:
         "LLM layers: residual adds": layers,
         "LLM norms": [core.norm]
         + [m for layer in layers for m in (layer.input_layernorm, layer.post_attention_layernorm)],
-        "LLM attention: projections, rotary": [layer.self_attn for layer in layers],
+        # with LoRA adapters each projection is PEFT's wrapper: the adapter counts with it
+        "LLM attention projections (q, k, v, o; LoRA)": [
+            getattr(layer.self_attn, name) for layer in layers for name in PROJECTIONS
+        ],
+        "LLM attention: rotary, reshapes, eager scores": [layer.self_attn for layer in layers],
         "LLM MLP": [layer.mlp for layer in layers],
         "lm_head + CE": [lisa.lm_head],
         "[SEG] projection": [core.text_hidden_fcs],
@@ -130,7 +135,7 @@ def _backward_root(event):
 def _forward_label(event) -> str:
     part = _part_of(event)
     name = event.name
-    if part is not None and part.startswith("LLM") and any(op in name for op in ATTENTION_OPS):
+    if part is not None and part.startswith("LLM") and "scaled_dot_product" in name:
         return ATTENTION_KERNEL
     if any(op in name for op in LOSS_OPS) and part in (None, "lm_head + CE"):
         return "lm_head + CE"
