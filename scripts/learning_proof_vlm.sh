@@ -3,7 +3,7 @@
 # SAM 2 learns the toy ReasonSeg on this machine's CPU, through the very scripts a researcher
 # runs. It prints the toy val gIoU / cIoU at step 0 and after training.
 #
-#   bash scripts/learning_proof_vlm.sh                           # full run (about 10 minutes)
+#   bash scripts/learning_proof_vlm.sh                           # full run (9-12 minutes on 2 cores)
 #   LEARNING_PROOF_FAST=1 bash scripts/learning_proof_vlm.sh     # a few steps only (CI)
 #   LEARNING_PROOF_DIR=/tmp/lp bash scripts/learning_proof_vlm.sh    # outputs elsewhere
 #
@@ -111,7 +111,7 @@ train() {  # train EXP_NAME ARGS...: one train_ds.py run from the tiny base; its
         "${COMMON_ARGS[@]}" "${@:2}" 2>&1 | tee "$OUT/$1.log" | { grep -v '^\[20' || true; }
 }
 
-stage "step 0: validation of the untrained model"
+stage "step 0 validation"
 train step0 --eval_only
 
 stage "naming"
