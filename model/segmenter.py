@@ -16,7 +16,6 @@ decoding path (``load_pretrained_model``, ``ImagePreprocessor``,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from model.bases.detect import is_lisa_vlm
 from model.LISA import LISAForCausalLM
 from model.loading import load_pretrained_model
 from model.prompt_prefix import ImageKey, PrefixCache, image_key
@@ -266,7 +266,7 @@ class LisaSegmenter:
         its base's chat template and image processing replace ``conv_type``,
         ``use_mm_start_end``, ``vision_tower`` and ``image_size``.
         """
-        if _is_lisa_vlm_directory(path):
+        if is_lisa_vlm(path):
             from model.segmenter_vlm import LisaVlmSegmenter
 
             unread = {
@@ -552,16 +552,3 @@ class LisaSegmenter:
             "cached_prefixes": [self.prefix_cache.get(key) for key in keys] if keep else None,
             "keep_prefixes": keep,
         }
-
-
-def _is_lisa_vlm_directory(path: str | os.PathLike) -> bool:
-    """True for a LISA checkpoint on a transformers base (config.json's model_type)."""
-    from model.bases.detect import LISA_VLM_MODEL_TYPE
-
-    config = Path(path) / "config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == (
-            LISA_VLM_MODEL_TYPE
-        )
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False  # the regular loading names what is wrong with the directory

@@ -57,5 +57,10 @@ def base_kind_of(directory: str | Path) -> str:
 
 
 def is_lisa_vlm(directory: str | Path) -> bool:
-    """True for a finished LISA checkpoint on a transformers base (saved by model.lisa_vlm)."""
-    return read_config_json(directory).get("model_type") == LISA_VLM_MODEL_TYPE
+    """True for a finished LISA checkpoint on a transformers base (saved by model.lisa_vlm);
+    False for anything else, an unreadable directory included (its loading says what is
+    wrong)."""
+    try:
+        return read_config_json(directory).get("model_type") == LISA_VLM_MODEL_TYPE
+    except UsageError:
+        return False
