@@ -5,8 +5,9 @@ norms, lm_head and the loss, SAM's encoder and decoder, the packing bookkeeping 
 named profiler scope, opened by forward hooks on its modules. A forward operator's own time goes
 to the innermost part around it; a backward operator's time goes to the part whose forward
 operator created its autograd node (the profiler's sequence numbers link the two). Gradient
-accumulation into parameters has no forward operator and is its own line; with gradient
-checkpointing, the recomputed forward counts as backward time of the part recomputed. The times
+accumulation into parameters has no forward operator and is its own line. With gradient
+checkpointing, a decoder layer's recomputed forward counts as backward time of the part whose
+backward asks for it first (the layer's MLP, the last to run forward). The times
 are the operators' own CPU times under the profiler (on CUDA, their kernels' GPU times), so
 their sum exceeds an unprofiled step's time by the profiler's overhead; read the shares.
 """
