@@ -11,7 +11,10 @@ exactly as before.
 
 The mask is a 4-D ``[B, 1, Lp, Lp]`` tensor, which transformers' LLaMA takes as given: boolean
 (True: may attend) for SDPA, additive float (0 / most negative) for the eager attention. Other
-attention kernels (flash attention, flex attention) get the unpacked rows.
+attention kernels (flash attention, flex attention) get the unpacked rows. (FlexAttention's block
+masks would skip the blocks no conversation sees, but torch 2.13 has no FlexAttention backward
+on a CPU; there the SDPA kernel with this mask costs about what the causal kernel costs on the
+same row.)
 """
 
 from __future__ import annotations
