@@ -290,12 +290,19 @@ def build_tiny_llava_hf(
     torch.manual_seed(seed)
     tokenizer = llava_hf_tokenizer(sizes, corpus)
     model = LlavaForConditionalGeneration(llava_hf_config(sizes, tokenizer))
+    # the hub's key names ("language_model.model.layers...")
+    return _write_base(output_dir, model, tokenizer, lambda d: _write_llava_hf_processor(d, sizes))
+
+
+def _write_base(output_dir: Path, model, tokenizer, write_processor) -> Path:
+    """The model, tokenizer and processor files written into a staging folder beside
+    ``output_dir``, then renamed into place."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".tiny_llava_hf.") as staging:
+    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".tiny_base.") as staging:
         target = Path(staging) / "base"
-        model.save_pretrained(target)  # the hub's key names ("language_model.model.layers...")
+        model.save_pretrained(target)
         tokenizer.save_pretrained(target)
-        _write_llava_hf_processor(target, sizes)
+        write_processor(target)
         return _publish(target, output_dir)
 
 
@@ -428,13 +435,8 @@ def build_tiny_qwen2_5_vl(
     torch.manual_seed(seed)
     tokenizer = qwen2_5_vl_tokenizer(sizes, corpus)
     model = Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_config(sizes, tokenizer))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=".tiny_qwen2_5_vl.") as staging:
-        target = Path(staging) / "base"
-        model.save_pretrained(target)  # the hub's key names ("model.layers...", "visual...")
-        tokenizer.save_pretrained(target)
-        _write_qwen_processor(target, sizes)
-        return _publish(target, output_dir)
+    # the hub's key names ("model.layers...", "visual...")
+    return _write_base(output_dir, model, tokenizer, lambda d: _write_qwen_processor(d, sizes))
 
 
 BUILDERS = {"llava_hf": build_tiny_llava_hf, "qwen2_5_vl": build_tiny_qwen2_5_vl}
