@@ -60,6 +60,7 @@ from model.segment_anything import (
     build_sam_vit_h,
     sam_config_from_state_dict,
 )
+from model.segmenters import decode_per_image
 from model.vision_tower import CLIPVisionTower, build_projector, load_clip_vision_config
 from utils.batch import LisaBatch, one_prompt_per_image_offset
 from utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -296,65 +297,9 @@ class LISAForCausalLM(LlamaForCausalLM):
         Returns:
             B tensors [n_i, H_i, W_i] of mask logits.
         """
-        encoder = self.model.visual_model.image_encoder
-        train_encoder = torch.is_grad_enabled() and any(
-            p.requires_grad for p in encoder.parameters()
+        return decode_per_image(
+            self.model.visual_model, images, embeddings_per_image, resize_list, original_sizes
         )
-        # ZeRO-3 gathers each module's weights collectively: every rank must run the same modules,
-        # so only an unpartitioned model may skip the image encoder for an image without [SEG].
-        may_skip = not hasattr(next(encoder.parameters()), "ds_id")
-        # Data-parallel training reduces every trainable gradient on every rank: a rank whose
-        # image has no [SEG] still runs what trains (the decoder on no prompt: zero gradients).
-        all_ranks_reduce = torch.is_grad_enabled() and _several_ranks()
-        masks = []
-        for i, embeddings in enumerate(embeddings_per_image):
-            height, width = (int(v) for v in original_sizes[i])
-            skip_encoder = embeddings.shape[0] == 0 and may_skip
-            if skip_encoder and not all_ranks_reduce:
-                masks.append(embeddings.new_zeros(0, height, width))
-                continue
-            if skip_encoder and not train_encoder:
-                image_embedding = self._blank_image_embedding(embeddings)
-            else:
-                with torch.set_grad_enabled(train_encoder):
-                    image_embedding = self._encode_image(
-                        images[i : i + 1], original_sizes[i : i + 1], resize_list[i : i + 1]
-                    )
-            resized = tuple(int(v) for v in resize_list[i])
-            masks.append(
-                self._decode_prompts(image_embedding, embeddings, resized, (height, width))
-            )
-        return masks
-
-    def _encode_image(
-        self, images: torch.Tensor, original_sizes: Sequence, resize_list: Sequence
-    ) -> torch.Tensor:
-        """One image's SAM embedding [1, 256, g, g] from its batch input (uint8 or normalised)."""
-        from model.segmenters.sam import OFFICIAL_SAM_OPS
-
-        return OFFICIAL_SAM_OPS.encode(
-            self.model.visual_model, images, original_sizes[0], resize_list[0]
-        )
-
-    def _decode_prompts(
-        self,
-        image_embedding: torch.Tensor,
-        embeddings: torch.Tensor,
-        resized: tuple[int, int],
-        original_size: tuple[int, int],
-    ) -> torch.Tensor:
-        """Masks [n, H, W] (logits) of n prompts [n, out_dim] on one image embedding."""
-        from model.segmenters.sam import OFFICIAL_SAM_OPS
-
-        return OFFICIAL_SAM_OPS.decode(
-            self.model.visual_model, image_embedding, embeddings, resized, original_size
-        )
-
-    def _blank_image_embedding(self, like: torch.Tensor) -> torch.Tensor:
-        """[1, C, g, g] zeros shaped like SAM's image embedding, on ``like``'s device."""
-        from model.segmenters.sam import OFFICIAL_SAM_OPS
-
-        return OFFICIAL_SAM_OPS.blank(self.model.visual_model, like)
 
     def project_seg_states(
         self,
@@ -923,10 +868,6 @@ def _config_with_overrides(path: str, config: LisaConfig | None, overrides: dict
         if value is not None:
             setattr(config, name, value)
     return config
-
-
-def _several_ranks() -> bool:
-    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:

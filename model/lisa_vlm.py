@@ -42,12 +42,11 @@ from model.LISA import (
     LisaGeneration,
     LisaOutput,
     MaskPrediction,
-    _several_ranks,
     conversation_image_index,
     language_loss,
     weighted_losses,
 )
-from model.segmenters import segmenter_ops
+from model.segmenters import decode_per_image, segmenter_ops
 from utils.batch import LisaBatch
 
 # base kind -> (config class, model class) of transformers
@@ -299,27 +298,9 @@ class LisaVlm(PreTrainedModel):
 
         An image without prompts is skipped, unless several ranks train: every rank must then run
         the trained modules (the decoder, on a blank embedding when the encoder is frozen)."""
-        module, ops = self.visual_model, segmenter_ops(self.visual_model)
-        encoder_trains = torch.is_grad_enabled() and any(
-            p.requires_grad
-            for name, p in module.named_parameters()
-            if not name.startswith(("mask_decoder.", "prompt_encoder."))
+        return decode_per_image(
+            self.visual_model, images, prompts_per_image, resize_sizes, original_sizes
         )
-        all_ranks_run = torch.is_grad_enabled() and _several_ranks()
-        masks = []
-        for i, prompts in enumerate(prompts_per_image):
-            height, width = (int(v) for v in original_sizes[i])
-            resize = tuple(int(v) for v in resize_sizes[i])
-            if prompts.shape[0] == 0 and not all_ranks_run:
-                masks.append(prompts.new_zeros(0, height, width))
-                continue
-            if prompts.shape[0] == 0 and not encoder_trains:
-                embedding = ops.blank(module, prompts)
-            else:
-                with torch.set_grad_enabled(encoder_trains):
-                    embedding = ops.encode(module, images[i : i + 1], (height, width), resize)
-            masks.append(ops.decode(module, embedding, prompts, resize, (height, width)))
-        return masks
 
     # ------------------------------------------------------------------------------------------
     # The three jobs

@@ -78,20 +78,43 @@ def decode_per_image(
     module: nn.Module,
     images: torch.Tensor,
     prompts_per_image: Sequence[torch.Tensor],
-    resize_sizes: Sequence[tuple[int, int]],
-    original_sizes: Sequence[tuple[int, int]],
+    resize_sizes: Sequence[Sequence[int]],
+    original_sizes: Sequence[Sequence[int]],
 ) -> list[torch.Tensor]:
-    """Masks of each image's prompts (an image without prompts gets [0, H, W])."""
+    """Masks [n_i, H_i, W_i] (logits) of each image's prompts [n_i, prompt_width].
+
+    An image without prompts gets [0, H, W] and costs nothing, unless every rank must run the
+    same modules: under ZeRO-3 (weights gathered collectively) its image is encoded anyway, and
+    when several ranks train the decoder runs on no prompt (zero gradients, but every rank
+    reduces the same ones), on a blank embedding where the encoder is frozen.
+    """
     ops = segmenter_ops(module)
+    encoder_trains = torch.is_grad_enabled() and any(
+        p.requires_grad
+        for name, p in module.named_parameters()
+        if not name.startswith(("mask_decoder.", "prompt_encoder."))
+    )
+    partitioned = hasattr(next(module.parameters()), "ds_id")  # ZeRO-3
+    all_ranks_train = torch.is_grad_enabled() and _several_ranks()
     masks = []
     for i, prompts in enumerate(prompts_per_image):
         height, width = (int(v) for v in original_sizes[i])
-        if prompts.shape[0] == 0:
+        resize = tuple(int(v) for v in resize_sizes[i])
+        skip_encoder = prompts.shape[0] == 0 and not partitioned
+        if skip_encoder and not all_ranks_train:
             masks.append(prompts.new_zeros(0, height, width))
             continue
-        embedding = ops.encode(module, images[i : i + 1], (height, width), resize_sizes[i])
-        masks.append(ops.decode(module, embedding, prompts, resize_sizes[i], (height, width)))
+        if skip_encoder and not encoder_trains:
+            embedding = ops.blank(module, prompts)
+        else:
+            with torch.set_grad_enabled(encoder_trains):
+                embedding = ops.encode(module, images[i : i + 1], (height, width), resize)
+        masks.append(ops.decode(module, embedding, prompts, resize, (height, width)))
     return masks
+
+
+def _several_ranks() -> bool:
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 __all__ = [
