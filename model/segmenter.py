@@ -129,6 +129,25 @@ def _read(image: ImageInput) -> _Image:
     )
 
 
+def _warn_unread_layout_arguments(
+    path, vision_tower, image_size, conv_type: str, use_mm_start_end: bool | None
+) -> None:
+    """One warning naming the original-layout arguments a LISA on another base does not read."""
+    unread = {
+        "vision_tower": vision_tower is not None,
+        "image_size": image_size is not None,
+        "conv_type": conv_type != "llava_v1",
+        "use_mm_start_end": use_mm_start_end is False,
+    }
+    if any(unread.values()):
+        logger.warning(
+            "%s is LISA on a transformers base: its own chat template and image processing are "
+            "used, %s not read",
+            path,
+            ", ".join(name for name, given in unread.items() if given),
+        )
+
+
 def refuse_placeholders(turns: Sequence[tuple[str, str]]) -> None:
     """InputError when a user message holds an image placeholder (the image is placed by the
     prompt builder, in front of the first message)."""
@@ -267,21 +286,11 @@ class LisaSegmenter:
         ``use_mm_start_end``, ``vision_tower`` and ``image_size``.
         """
         if is_lisa_vlm(path):
+            _warn_unread_layout_arguments(
+                path, vision_tower, image_size, conv_type, use_mm_start_end
+            )
             from model.segmenter_vlm import LisaVlmSegmenter
 
-            unread = {
-                "vision_tower": vision_tower is not None,
-                "image_size": image_size is not None,
-                "conv_type": conv_type != "llava_v1",
-                "use_mm_start_end": use_mm_start_end is False,
-            }
-            if any(unread.values()):
-                logger.warning(
-                    "%s is LISA on a transformers base: its own chat template and image "
-                    "processing are used, %s not read",
-                    path,
-                    ", ".join(name for name, given in unread.items() if given),
-                )
             return LisaVlmSegmenter.load(
                 path,
                 precision=precision,

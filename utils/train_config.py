@@ -308,6 +308,41 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
         help="CLIP directory (original LLaVA layout only; default: the one --version names)",
     )
     add(
+        "--weight",
+        default=d.weight,
+        type=str,
+        help="a state dict (e.g. the pytorch_model.bin from zero_to_fp32.py) loaded before "
+        "training or --eval_only",
+    )
+    add(
+        "--precision",
+        default=d.precision,
+        choices=list(PRECISIONS),
+        help="bf16 on GPUs; on a CPU the run falls back to fp32",
+    )
+    add("--model_max_length", default=d.model_max_length, type=int)
+    add(
+        "--use_mm_start_end",
+        action=ON_OFF,
+        default=d.use_mm_start_end,
+        help="wrap the image tokens in <im_start> ... <im_end> (original LLaVA layout only)",
+    )
+    add("--gradient_checkpointing", action=ON_OFF, default=d.gradient_checkpointing)
+    add(
+        "--pack_conversations",
+        action=ON_OFF,
+        default=d.pack_conversations,
+        help="run the conversations about one image as one LLM row, the prefix they share "
+        "(system prompt, image) once: the same losses and masks, less work "
+        "(--no-pack_conversations: one row per conversation)",
+    )
+    add("--load_in_8bit", action=ON_OFF, default=d.load_in_8bit, help="not supported for training")
+    add("--load_in_4bit", action=ON_OFF, default=d.load_in_4bit, help="not supported for training")
+    _segmenter_flags(add, d)
+
+
+def _segmenter_flags(add: AddFlag, d: TrainConfig) -> None:
+    add(
         "--vision_pretrained",
         default=d.vision_pretrained,
         type=str,
@@ -322,49 +357,18 @@ def _model_flags(add: AddFlag, d: TrainConfig) -> None:
         "sam / sam2 where they are ambiguous",
     )
     add(
-        "--weight",
-        default=d.weight,
-        type=str,
-        help="a state dict (e.g. the pytorch_model.bin from zero_to_fp32.py) loaded before "
-        "training or --eval_only",
-    )
-    add(
-        "--precision",
-        default=d.precision,
-        choices=list(PRECISIONS),
-        help="bf16 on GPUs; on a CPU the run falls back to fp32",
-    )
-    add(
         "--image_size",
         default=d.image_size,
         type=int,
         help="SAM input side; must be the input side of the SAM --vision_pretrained (or --version) holds",
     )
-    add("--model_max_length", default=d.model_max_length, type=int)
     add("--out_dim", default=d.out_dim, type=int, help="the SAM decoder's prompt width")
-    add(
-        "--use_mm_start_end",
-        action=ON_OFF,
-        default=d.use_mm_start_end,
-        help="wrap the image tokens in <im_start> ... <im_end> (original LLaVA layout only)",
-    )
     add(
         "--train_mask_decoder",
         action=ON_OFF,
         default=d.train_mask_decoder,
         help="train the SAM mask decoder (--no-train_mask_decoder freezes it)",
     )
-    add("--gradient_checkpointing", action=ON_OFF, default=d.gradient_checkpointing)
-    add(
-        "--pack_conversations",
-        action=ON_OFF,
-        default=d.pack_conversations,
-        help="run the conversations about one image as one LLM row, the prefix they share "
-        "(system prompt, image) once: the same losses and masks, less work "
-        "(--no-pack_conversations: one row per conversation)",
-    )
-    add("--load_in_8bit", action=ON_OFF, default=d.load_in_8bit, help="not supported for training")
-    add("--load_in_4bit", action=ON_OFF, default=d.load_in_4bit, help="not supported for training")
 
 
 def _trainable_flags(add: AddFlag, d: TrainConfig) -> None:
