@@ -34,6 +34,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, LlamaForCausalLM, LlamaModel
 from transformers.utils import ModelOutput
 
+from model.bases.detect import is_lisa_vlm
 from model.checkpoint_files import (
     CheckpointError,
     listed,
@@ -704,6 +705,12 @@ class LISAForCausalLM(LlamaForCausalLM):
         """
         del low_cpu_mem_usage
         path = str(pretrained_model_name_or_path)
+        if is_lisa_vlm(path):  # LISA on a transformers base: its own class reads it
+            from model.lisa_vlm import LisaVlm
+
+            if torch_dtype is not None:
+                kwargs["dtype"] = torch_dtype
+            return LisaVlm.from_pretrained(path, *model_args, **kwargs)
         output_loading_info = kwargs.pop("output_loading_info", False)
         overrides = {
             "seg_token_idx": seg_token_idx,

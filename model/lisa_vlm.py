@@ -27,6 +27,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModel,
     GenerationConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -459,5 +460,6 @@ def _prompts_and_answers(
     return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id)
 
 
-# transformers' Auto classes read a saved directory's config.json (AutoConfig, AutoTokenizer).
+# transformers' Auto classes read a saved directory (AutoConfig, AutoTokenizer, AutoModel).
 AutoConfig.register(LisaVlmConfig.model_type, LisaVlmConfig, exist_ok=True)
+AutoModel.register(LisaVlmConfig, LisaVlm, exist_ok=True)

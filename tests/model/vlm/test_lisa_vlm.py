@@ -7,10 +7,11 @@ import pytest
 import torch
 from peft import PeftModel
 from torch import nn
+from transformers import AutoModel
 
 from model.bases.load import save_base_files
 from model.builder import LoraSettings, apply_lora, set_trainable
-from model.LISA import conversation_image_index
+from model.LISA import LISAForCausalLM, conversation_image_index
 from model.lisa_vlm import LisaVlm
 from model.segmenter import LisaSegmenter
 from model.segmenter_vlm import LisaVlmSegmenter
@@ -101,6 +102,9 @@ def test_saved_directory_reloads_to_the_same_outputs(built, tmp_path):
     save_base_files(base_format, tmp_path / "lisa")
     segmenter = LisaSegmenter.from_pretrained(tmp_path / "lisa", precision="fp32", device="cpu")
     assert isinstance(segmenter, LisaVlmSegmenter)
+    # the original's class and transformers' AutoModel read such a folder too
+    assert isinstance(LISAForCausalLM.from_pretrained(tmp_path / "lisa"), LisaVlm)
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "lisa"), LisaVlm)
     batch = toy_batch(base_format, model, (2, 1), seed=5)
     ours, theirs = model.predict_masks(batch), segmenter.model.predict_masks(batch)
     torch.testing.assert_close(ours.pred_embeddings, theirs.pred_embeddings, rtol=0, atol=0)
