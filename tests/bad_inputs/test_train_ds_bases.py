@@ -2,8 +2,10 @@
 naming the flag, exit status 2, no traceback, nothing trained, and the user's files untouched."""
 
 import json
+import os
 
 import pytest
+import torch
 
 import train_ds
 from tests.bad_inputs.broken_files import snapshot
@@ -13,6 +15,19 @@ from tools.tiny_vlm_bases import build_tiny_qwen2_5_vl
 from tools.toy_dataset import make_toy_dataset
 
 TRAINED_MARK = "trainable parameters"  # logged once the model is built
+
+
+@pytest.fixture(autouse=True)
+def own_process_group():
+    """train_ds.run in this process starts a world of one (environment variables and a process
+    group on a port); both go afterwards, so that later runs in other processes are not told
+    to join it."""
+    environment = dict(os.environ)
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 @pytest.fixture(scope="module")
