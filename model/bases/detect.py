@@ -12,18 +12,25 @@ BASE_KINDS = ("llava", "llava_hf", "qwen2_5_vl")
 LISA_VLM_MODEL_TYPE = "lisa_vlm"
 
 
-def read_config_json(directory: str | Path) -> dict:
-    """The parsed ``config.json`` of ``directory``; UsageError naming the file otherwise."""
-    path = Path(directory) / "config.json"
+def read_json_object(path: Path, expected: str) -> dict:
+    """The JSON object in ``path``; UsageError naming the file (``expected``: what a missing
+    file should have been) otherwise."""
     if not path.is_file():
-        raise UsageError(f"{path} does not exist: expected a model directory with a config.json")
+        raise UsageError(f"{path} does not exist: {expected}")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UsageError(f"{path} is not readable JSON ({type(error).__name__})") from None
-    if not isinstance(config, dict):
+    if not isinstance(value, dict):
         raise UsageError(f"{path} holds no JSON object")
-    return config
+    return value
+
+
+def read_config_json(directory: str | Path) -> dict:
+    """The parsed ``config.json`` of ``directory``; UsageError naming the file otherwise."""
+    return read_json_object(
+        Path(directory) / "config.json", "expected a model directory with a config.json"
+    )
 
 
 def base_kind_from_config(config: dict) -> str | None:

@@ -9,7 +9,6 @@ base's own config from either).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from model.bases import VisionInput
 from model.bases.chat_template import ChatTemplate, Turn, read_chat_template
-from model.bases.detect import LISA_VLM_MODEL_TYPE, read_config_json
+from model.bases.detect import LISA_VLM_MODEL_TYPE, read_config_json, read_json_object
 from utils.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, SEG_TOKEN
 from utils.errors import UsageError
 
@@ -41,15 +40,7 @@ def base_config_of(directory: str | Path) -> dict:
 
 def read_json_file(path: Path) -> dict:
     """A JSON object from ``path``; UsageError naming the file otherwise."""
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist: the base directory needs its processor files")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path} is not readable JSON ({type(error).__name__})") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{path} holds no JSON object")
-    return value
+    return read_json_object(path, "the base directory needs its processor files")
 
 
 def load_base_tokenizer(directory: str | Path, model_max_length: int) -> PreTrainedTokenizerBase:
