@@ -39,6 +39,7 @@ from model.builder import (
     ModelSettings,
     apply_lora,
     build_model_for_training,
+    check_vlm_segmenter,
     load_trained_weights,
     lora_settings_from,
     model_settings_from,
@@ -735,10 +736,13 @@ def main(argv: list[str] | None = None) -> None:
     if launcher_rank() == 0:
         announce_ignored_flags(config.ignored_flags(), PROGRAM)
     config.validate()
+    # the base and segmenter flags before the processes meet: a mistake costs no process group
+    base_format = base_format_of(config)
+    if base_format is not None:
+        check_vlm_segmenter(model_settings(config))
     run = start_run(config)
     found = find_resume(run)
     # the data before the model: a data mistake costs no model build
-    base_format = base_format_of(config)
     train_dataset, val_datasets = build_data(run, base_format)
     model, tokenizer = build_model(config, run.dtype, base_format)
     collate = make_collate(config, tokenizer, model, base_format)

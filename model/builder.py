@@ -335,9 +335,9 @@ def build_lisa_vlm(settings: ModelSettings, base_format, dtype: torch.dtype):
     """
     from model.bases.detect import base_kind_of, is_lisa_vlm
     from model.lisa_vlm import BASE_CLASSES, LisaVlm
-    from model.segmenters import segmenter_ops
     from model.segmenters.load import load_segmenter
 
+    check_vlm_segmenter(settings)
     segmenter = None
     if settings.vision_pretrained is not None:
         segmenter = load_segmenter(settings.vision_pretrained, _segmenter_choice(settings))
@@ -346,19 +346,8 @@ def build_lisa_vlm(settings: ModelSettings, base_format, dtype: torch.dtype):
         if segmenter is not None:
             model.visual_model = segmenter.to(dtype)
     else:
-        if segmenter is None:
-            raise UsageError(
-                f"--vision_pretrained: LISA on the base {settings.version} needs a segmenter: "
-                "an official SAM file (sam_vit_h_4b8939.pth) or a SAM 2 directory"
-            )
         kind = base_kind_of(settings.version)
         base = BASE_CLASSES[kind][1].from_pretrained(settings.version, dtype=dtype)
-        width = segmenter_ops(segmenter).prompt_width(segmenter)
-        if settings.out_dim != width:
-            raise UsageError(
-                f"--out_dim {settings.out_dim} differs from the segmenter's prompt width "
-                f"{width}; pass --out_dim {width}"
-            )
         model = LisaVlm.from_parts(
             base,
             kind,
@@ -372,6 +361,41 @@ def build_lisa_vlm(settings: ModelSettings, base_format, dtype: torch.dtype):
         model.resize_token_embeddings(len(base_format.tokenizer))
     _check_segmenter_input(model, settings)
     return model
+
+
+def check_vlm_segmenter(settings: ModelSettings) -> None:
+    """The segmenter flags of a transformers base, checked without loading any weights (so that
+    train_ds.py can refuse them before it starts): a segmenter given unless ``version`` is a
+    finished LISA, and ``out_dim`` equal to its prompt width for a fresh LISA.
+
+    Raises:
+        UsageError: one sentence naming the flag.
+    """
+    from model.bases.detect import is_lisa_vlm, read_config_json
+    from model.segmenters.load import segmenter_prompt_width
+
+    finished = is_lisa_vlm(settings.version)
+    if settings.vision_pretrained is None:
+        if not finished:
+            raise UsageError(
+                f"--vision_pretrained: LISA on the base {settings.version} needs a segmenter: "
+                "an official SAM file (sam_vit_h_4b8939.pth) or a SAM 2 directory"
+            )
+        return
+    width = segmenter_prompt_width(settings.vision_pretrained, _segmenter_choice(settings))
+    if finished:
+        trained = read_config_json(settings.version).get("out_dim", 256)
+        if trained != width:
+            raise UsageError(
+                f"--vision_pretrained {settings.vision_pretrained} takes prompts {width} wide, "
+                f"but the LISA in {settings.version} makes them {trained} wide; pass a "
+                f"segmenter of prompt width {trained}"
+            )
+    elif settings.out_dim != width:
+        raise UsageError(
+            f"--out_dim {settings.out_dim} differs from the segmenter's prompt width "
+            f"{width}; pass --out_dim {width}"
+        )
 
 
 def _segmenter_choice(settings: ModelSettings) -> str | None:

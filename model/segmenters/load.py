@@ -86,6 +86,29 @@ def load_segmenter(vision_pretrained: str | Path, segmenter: str | None = None) 
     return _load_sam2(source)
 
 
+def segmenter_prompt_width(vision_pretrained: str | Path, segmenter: str | None = None) -> int:
+    """Width of the sparse prompts of the segmenter at ``vision_pretrained``, read from SAM 2's
+    config.json or the SAM file's tensor shapes, without loading its weights.
+
+    Raises:
+        UsageError: as :func:`load_segmenter` for the path and ``--segmenter``.
+    """
+    kind, source = _resolve(Path(vision_pretrained), segmenter)
+    if kind == "sam2":
+        try:
+            return int(_sam2_image_config(source).prompt_encoder_config.hidden_size)
+        except (OSError, ValueError, TypeError, KeyError, StrictDataclassError) as error:
+            raise CheckpointError(
+                f"--vision_pretrained {source}/config.json does not describe SAM 2 "
+                f"({first_line(error)})"
+            ) from None
+    # the Fourier features of the prompt encoder: [2, width / 2]
+    shape = read_tensor_shapes(source)[
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+    ]
+    return 2 * int(shape[-1])
+
+
 def segmenter_config(module: nn.Module) -> dict:
     """What :func:`build_segmenter` needs to rebuild ``module`` (JSON-serialisable): a SAM's
     ``SamConfig`` fields, or SAM 2's image-model ``Sam2Config``."""

@@ -1,5 +1,6 @@
 """train_ds.py with a transformers base (Qwen2.5-VL) and a wrong segmenter or base: one sentence
-naming the flag, exit status 2, no traceback, nothing trained, and the user's files untouched."""
+naming the flag, exit status 2, no traceback, nothing trained, no process group joined, and the
+user's files untouched."""
 
 import json
 import os
@@ -91,6 +92,7 @@ def test_a_wrong_base_or_segmenter_is_one_sentence(workspace, case, capsys):
     assert expected in lines[0], lines[0]
     assert "Traceback" not in out + err
     assert TRAINED_MARK not in out + err
+    assert not torch.distributed.is_initialized(), "refused only after joining the processes"
     after = snapshot(workspace)
     assert {k: v for k, v in after.items() if "/runs" not in str(k)} == {
         k: v for k, v in before.items() if "/runs" not in str(k)

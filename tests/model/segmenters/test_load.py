@@ -19,6 +19,7 @@ from model.segmenters.load import (
     load_segmenter,
     segmenter_config,
     segmenter_kind_of,
+    segmenter_prompt_width,
 )
 from utils.errors import CheckpointError, UsageError
 
@@ -70,6 +71,19 @@ def test_an_official_sam_file_loads_at_the_size_of_its_weights(fixture, request)
     assert_same_tensors(model, load_state_dict_file(path))
     assert segmenter_kind_of(path) == "sam"
     assert segmenter_ops(model).kind == "sam"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sam2_dir", "tiny_sam_file", "tiny_sam_safetensors"])
+def test_the_prompt_width_is_read_without_loading(fixture, request):
+    path = request.getfixturevalue(fixture)
+    module = load_segmenter(path)
+    assert segmenter_prompt_width(path) == segmenter_ops(module).prompt_width(module)
+
+
+def test_the_prompt_width_of_a_sam_of_another_width(tmp_path):
+    path = tmp_path / "sam_narrow.pth"
+    torch.save(build_sam_tiny(image_size=SAM_IMAGE_SIZE, prompt_embed_dim=48).state_dict(), path)
+    assert segmenter_prompt_width(path) == 48
 
 
 def test_a_folder_holding_one_sam_file(tmp_path, tiny_sam_file):

@@ -10,11 +10,19 @@ from torch import nn
 from transformers import AutoModel
 
 from model.bases.load import save_base_files
-from model.builder import LoraSettings, apply_lora, set_trainable
+from model.builder import (
+    LoraSettings,
+    ModelSettings,
+    apply_lora,
+    check_vlm_segmenter,
+    set_trainable,
+)
 from model.LISA import LISAForCausalLM, conversation_image_index
 from model.lisa_vlm import LisaVlm
+from model.segment_anything import build_sam_tiny
 from model.segmenter import LisaSegmenter
 from model.segmenter_vlm import LisaVlmSegmenter
+from utils.errors import UsageError
 
 from .conftest import COMBINATIONS, build, random_image, toy_batch
 
@@ -112,6 +120,19 @@ def test_saved_directory_reloads_to_the_same_outputs(built, tmp_path):
         # the same weights (the prompts are bit-equal); the upsampling may round differently
         torch.testing.assert_close(mine, loaded, rtol=1e-5, atol=1e-6)
         assert torch.equal(mine > 0, loaded > 0)
+
+
+def test_a_finished_lisa_takes_a_segmenter_of_its_prompt_width(built, vlm_inputs, tmp_path):
+    model, _, (_, segmenter) = built
+    model.config.save_pretrained(tmp_path / "lisa")
+    check_vlm_segmenter(
+        ModelSettings(version=str(tmp_path / "lisa"), vision_pretrained=str(vlm_inputs[segmenter]))
+    )
+    narrow = tmp_path / "sam_narrow.pth"
+    torch.save(build_sam_tiny(image_size=64, prompt_embed_dim=48).state_dict(), narrow)
+    settings = ModelSettings(version=str(tmp_path / "lisa"), vision_pretrained=str(narrow))
+    with pytest.raises(UsageError, match=f"prompts 48 wide.*makes them {model.config.out_dim}"):
+        check_vlm_segmenter(settings)
 
 
 def always_seg(model: LisaVlm) -> None:
