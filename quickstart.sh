@@ -85,27 +85,10 @@ TRAIN_ARGS=(
     --epochs "$EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH"
 )
 
+source scripts/stages.sh
 started=$(date +%s)
-stage_start=$started
-declare -a TIMES=()
 trap 'echo "quickstart.sh: the ${STAGE:-set-up} stage failed (exit $?); see the lines above." >&2' ERR
-stage() {  # stage NAME: closes the previous stage's timer and announces the next
-    local now
-    now=$(date +%s)
-    if [ -n "${STAGE:-}" ]; then TIMES+=("$(printf '%-14s %4d s' "$STAGE" $((now - stage_start)))"); fi
-    STAGE=$1
-    stage_start=$now
-    [ "$STAGE" = done ] || echo -e "\n== $STAGE"
-}
-
-# Replace only an earlier quick-start output (it carries a marker file) or an empty folder.
-if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/.quickstart" ]; then
-    echo "quickstart.sh: $OUT exists and is not a quick-start output; set QUICKSTART_DIR to a new or empty folder." >&2
-    exit 1
-fi
-rm -rf "$OUT"
-mkdir -p "$OUT"
-touch "$OUT/.quickstart"
+start_own_output "$OUT" .quickstart quickstart.sh QUICKSTART_DIR
 
 stage "toy dataset"
 python -m tools.toy_dataset --dataset_dir "$OUT/dataset" "${DATA_ARGS[@]}"
@@ -118,9 +101,7 @@ CLIP=$OUT/base/clip
 SAM=$OUT/base/sam_tiny.pth
 
 train() {  # train EXP_NAME ARGS...: one train_ds.py run from the tiny base, on a free port
-    local port
-    port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    deepspeed --master_addr 127.0.0.1 --master_port "$port" train_ds.py \
+    deepspeed --master_addr 127.0.0.1 --master_port "$(free_port)" train_ds.py \
         --version="$BASE" \
         --vision-tower="$CLIP" \
         --vision_pretrained="$SAM" \
@@ -170,16 +151,7 @@ python eval_mask.py \
     --output_json="$OUT/eval.json"
 
 stage "chat"
-# (a glob, not "ls | head": under pipefail, ls killed by SIGPIPE would end the script)
-val_images=("$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg)
-image=${val_images[0]}
-# A sentence query is asked as it is; a short one ("red shape") inside a request.
-prompt=$(python -c '
-import json, sys
-item = json.load(open(sys.argv[1]))
-text = item["text"][0]
-print(text if item["is_sentence"] else f"Please segment the {text} in this image.")
-' "${image%.jpg}.json")
+pick_val_request "$OUT/dataset"
 python chat.py \
     --version="$OUT/model" \
     --precision fp32 \

@@ -70,24 +70,10 @@ TRAIN_ARGS=(
     --epochs "$EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH"
 )
 
+source scripts/stages.sh
+STAGE_FORMAT='  %-32s %4d s'
 trap 'echo "learning_proof_vlm.sh: the ${STAGE:-set-up} stage failed (exit $?); see the lines above." >&2' ERR
-declare -a TIMES=()
-stage() {  # stage NAME: closes the previous stage's timer and announces the next
-    local now
-    now=$(date +%s)
-    if [ -n "${STAGE:-}" ]; then TIMES+=("$(printf '  %-32s %4d s' "$STAGE" $((now - stage_start)))"); fi
-    STAGE=$1
-    stage_start=$now
-    [ "$STAGE" = done ] || echo -e "\n== $STAGE"
-}
-
-if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/.learning_proof_vlm" ]; then
-    echo "learning_proof_vlm.sh: $OUT exists and is not this script's output; set LEARNING_PROOF_DIR to a new or empty folder." >&2
-    exit 1
-fi
-rm -rf "$OUT"
-mkdir -p "$OUT"
-touch "$OUT/.learning_proof_vlm"
+start_own_output "$OUT" .learning_proof_vlm learning_proof_vlm.sh LEARNING_PROOF_DIR
 started=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -100,9 +86,7 @@ python -m tools.tiny_qwen_sam2 --output_dir "$OUT/base" --corpus "$OUT/corpus.tx
     --image_size "$SAM2_SIDE"
 
 train() {  # train EXP_NAME ARGS...: one train_ds.py run from the tiny base; its output in EXP.log
-    local port
-    port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    deepspeed --master_addr 127.0.0.1 --master_port "$port" train_ds.py \
+    deepspeed --master_addr 127.0.0.1 --master_port "$(free_port)" train_ds.py \
         --version="$OUT/base/qwen2_5_vl" \
         --vision_pretrained="$OUT/base/sam2" \
         --dataset_dir="$OUT/dataset" \
@@ -139,14 +123,7 @@ python eval_mask.py --submission_dir="$OUT/predictions" \
     --groundtruth_dir="$OUT/dataset/reason_seg/ReasonSeg/val" --output_json="$OUT/eval.json"
 
 stage "chat"
-val_images=("$OUT"/dataset/reason_seg/ReasonSeg/val/*.jpg)
-image=${val_images[0]}
-prompt=$(python -c '
-import json, sys
-item = json.load(open(sys.argv[1]))
-text = item["text"][0]
-print(text if item["is_sentence"] else f"Please segment the {text} in this image.")
-' "${image%.jpg}.json")
+pick_val_request "$OUT/dataset"
 python chat.py --version="$OUT/model" --precision fp32 --max_new_tokens 32 --prompt="$prompt" \
     --image="$image" --vis_save_path="$OUT/vis_output" --output_json="$OUT/chat.json"
 
