@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -55,7 +56,35 @@ def init_distributed(local_rank: int = 0) -> DistributedInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)
+        if device.type == "cpu":
+            release_shared_memory_names()
     return DistributedInfo(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+SHARED_MEMORY_DIR = Path("/dev/shm")
+
+
+def shared_memory_buffer(rank: int) -> Path:
+    """The file of the all-reduce buffer DeepSpeed's CPU communication op makes for ``rank``
+    of this run (its name: uid, master address and port, rank)."""
+    address = os.environ.get("MASTER_ADDR", "")
+    port = os.environ.get("MASTER_PORT", "")
+    return SHARED_MEMORY_DIR / f"deepspeed_allreduce_buffer_{os.getuid()}_{address}_{port}_{rank}"
+
+
+def release_shared_memory_names() -> None:
+    """Unlink this rank's shared-memory all-reduce buffer once every rank has mapped it.
+
+    DeepSpeed's CPU op makes one 69 MB buffer per rank when all ranks share a machine (the
+    launcher's LOCAL_SIZE equals the world size) and never unlinks it: each run would leave its
+    buffers in /dev/shm, in memory, until the machine restarts. The mappings outlive the name,
+    so the run goes on unchanged and the memory returns when its processes end, however they end.
+    """
+    world_size = dist.get_world_size()
+    if os.environ.get("LOCAL_SIZE") != str(world_size):
+        return  # no buffer was made
+    dist.barrier()  # every rank has opened every other rank's buffer during its initialisation
+    shared_memory_buffer(dist.get_rank()).unlink(missing_ok=True)
 
 
 def launcher_rank() -> int:
