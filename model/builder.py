@@ -371,7 +371,8 @@ def check_vlm_segmenter(settings: ModelSettings) -> None:
     Raises:
         UsageError: one sentence naming the flag.
     """
-    from model.bases.detect import is_lisa_vlm, read_config_json
+    from model.bases.detect import is_lisa_vlm
+    from model.lisa_vlm import LisaVlmConfig
     from model.segmenters.load import segmenter_prompt_width
 
     finished = is_lisa_vlm(settings.version)
@@ -384,7 +385,7 @@ def check_vlm_segmenter(settings: ModelSettings) -> None:
         return
     width = segmenter_prompt_width(settings.vision_pretrained, _segmenter_choice(settings))
     if finished:
-        trained = read_config_json(settings.version).get("out_dim", 256)
+        trained = LisaVlmConfig.from_pretrained(settings.version).out_dim
         if trained != width:
             raise UsageError(
                 f"--vision_pretrained {settings.vision_pretrained} takes prompts {width} wide, "

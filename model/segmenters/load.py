@@ -42,10 +42,12 @@ from utils.errors import CheckpointError, UsageError
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")  # config.json model_type of a SAM 2 directory
 SAM_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 SAM2_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# The prompt encoder's random Fourier frequencies, [2, prompt width / 2].
+_SAM_PROMPT_FREQUENCIES = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 # Names every official SAM checkpoint holds (sam_vit_{h,l,b}).
 _OFFICIAL_SAM_NAMES = (
     "image_encoder.patch_embed.proj.weight",
-    "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+    _SAM_PROMPT_FREQUENCIES,
     "mask_decoder.iou_token.weight",
 )
 _SAM2_IMAGE_SETTINGS = (
@@ -102,11 +104,7 @@ def segmenter_prompt_width(vision_pretrained: str | Path, segmenter: str | None 
                 f"--vision_pretrained {source}/config.json does not describe SAM 2 "
                 f"({first_line(error)})"
             ) from None
-    # the Fourier features of the prompt encoder: [2, width / 2]
-    shape = read_tensor_shapes(source)[
-        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
-    ]
-    return 2 * int(shape[-1])
+    return 2 * int(read_tensor_shapes(source)[_SAM_PROMPT_FREQUENCIES][-1])
 
 
 def segmenter_config(module: nn.Module) -> dict:
